@@ -1,0 +1,220 @@
+"""The Qwen2.5-Omni thinker: embedded tiny default or a real checkpoint, frozen encoders, LoRA.
+
+`load_thinker("tiny")` builds a randomly initialised (seeded) thinker with the real architecture
+(audio tower + vision tower + language model) at toy width, matching the embedded tiny processor's
+vocabulary. Any other `base` is a checkpoint directory or a hub id already in the user's HF cache,
+loaded with `from_pretrained(trust_remote_code=False)`; a full Qwen2.5-Omni checkpoint (thinker +
+talker) is accepted too: only the thinker weights are loaded.
+
+Both papers freeze the audio and vision encoders and train LoRA on the language model only; so does
+`apply_lora`. `quantization="nf4"` loads the base in 4-bit with bitsandbytes (QLoRA).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from avcot.processor import TINY
+
+# q/k/v/o of the language model only: the audio tower has q/k/v projections of its own.
+LM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+LM_ALL_LINEAR = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+ENCODERS = ("audio_tower", "visual")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters (paper defaults: r 8, alpha 32, dropout 0.05 on q/k/v/o)."""
+
+    r: int = 8
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    target: Literal["attention", "all-linear"] = "attention"
+    """'attention' = q/k/v/o of the LM; 'all-linear' = also the LM's MLP (as the VASR authors' script)."""
+
+
+def tiny_config(vocab_size: int = 6000):
+    """A few-hundred-thousand-parameter Qwen2.5-Omni thinker config matching the tiny processor."""
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    from avcot.processor import TINY_DIR
+
+    ids = _tiny_token_ids(TINY_DIR)
+    head_dim = 16
+    text = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        tie_word_embeddings=False, pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+    )
+    assert sum(text["rope_parameters"]["mrope_section"]) == head_dim // 2  # M-RoPE splits half the head dim
+    audio = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                 d_model=32, output_dim=64, max_source_positions=1500, n_window=100)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                  fullatt_block_indexes=[1], window_size=112, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    cfg = Qwen2_5OmniThinkerConfig(
+        text_config=text, audio_config=audio, vision_config=vision,
+        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
+        video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
+        audio_end_token_id=ids["<|audio_eos|>"], user_token_id=ids["<|im_start|>"],
+    )
+    # get_rope_index reads these; released config.json files carry them, the constructor does not.
+    cfg.vision_start_token_id = ids["<|vision_bos|>"]
+    cfg.vision_end_token_id = ids["<|vision_eos|>"]
+    cfg.pad_token_id = ids["<|endoftext|>"]
+    cfg.eos_token_id = ids["<|im_end|>"]
+    return cfg
+
+
+def _tiny_token_ids(tiny_dir: Path) -> dict[str, int]:
+    import json
+
+    vocab = json.loads((tiny_dir / "tokenizer.json").read_text())["added_tokens"]
+    return {t["content"]: t["id"] for t in vocab}
+
+
+def build_tiny_thinker(seed: int = 0, dtype: torch.dtype = torch.float32):
+    """Randomly initialised tiny thinker; the same seed gives the same weights."""
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    cfg = tiny_config()
+    cfg._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5OmniThinkerForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = cfg.eos_token_id
+    model.generation_config.pad_token_id = cfg.pad_token_id
+    return model.to(dtype)
+
+
+def load_thinker(
+    base: str = TINY,
+    *,
+    dtype: str = "float32",
+    quantization: Literal["none", "nf4"] = "none",
+    attn_implementation: str = "sdpa",
+    seed: int = 0,
+    trust_remote_code: bool = False,
+):
+    """Load the thinker from `base` ("tiny" or a checkpoint path/id), encoders frozen."""
+    torch_dtype = _dtype(dtype)
+    if base == TINY:
+        model = build_tiny_thinker(seed=seed, dtype=torch_dtype)
+        if quantization == "nf4":
+            model = _quantize_in_place(model)
+    else:
+        model = _from_pretrained(base, torch_dtype, quantization, attn_implementation, trust_remote_code)
+    freeze_encoders(model)
+    return model
+
+
+def _dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]
+
+
+def _bnb_config(compute_dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    # bitsandbytes needs full module names to skip; the frozen encoders stay in full precision.
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=["model.audio_tower", "model.visual", "lm_head"],
+    )
+
+
+def _from_pretrained(base, torch_dtype, quantization, attn_implementation, trust_remote_code):
+    from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    path = Path(base).expanduser()
+    where = str(path) if path.exists() else base
+    try:
+        cfg = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"cannot load a Qwen2.5-Omni checkpoint from {base!r}: expected a local directory with config.json "
+            f"and safetensors weights (or 'tiny' for the embedded default). Cause: {e}"
+        ) from e
+    kwargs = dict(dtype=torch_dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+    if quantization == "nf4":
+        kwargs["quantization_config"] = _bnb_config(torch_dtype)
+    if cfg.model_type == "qwen2_5_omni":  # full model (thinker + talker): keep the thinker only
+        kwargs["config"] = cfg.thinker_config
+        kwargs["key_mapping"] = {r"^thinker\.": ""}
+    elif cfg.model_type != "qwen2_5_omni_thinker":
+        raise ValueError(f"{base!r} is a {cfg.model_type!r} checkpoint; expected qwen2_5_omni or qwen2_5_omni_thinker")
+    return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(where, **kwargs)
+
+
+def _quantize_in_place(model):
+    """4-bit the tiny model's language-model linears by a save/reload through bitsandbytes."""
+    import tempfile
+
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    dtype = next(model.parameters()).dtype
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            tmp, dtype=dtype, quantization_config=_bnb_config(dtype)
+        )
+
+
+def freeze_encoders(model) -> None:
+    """Freeze the audio and vision towers (frozen in both papers) and put them in eval mode."""
+    inner = model.model
+    for name in ENCODERS:
+        tower = getattr(inner, name)
+        tower.requires_grad_(False)
+        tower.eval()
+
+
+def apply_lora(model, settings: LoraSettings = LoraSettings()):
+    """Wrap `model` with a PEFT LoRA adapter on the language model only; everything else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=LM_ATTENTION if settings.target == "attention" else LM_ALL_LINEAR,
+        bias="none",
+    )
+    peft_model = get_peft_model(model, config)
+    freeze_encoders(peft_model.base_model.model)
+    return peft_model
+
+
+def load_adapter(model, adapter_dir: str, *, trainable: bool = False):
+    """Attach a saved PEFT adapter directory to `model`, validating the directory first."""
+    from peft import PeftModel
+
+    path = Path(adapter_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter directory {adapter_dir!r} does not exist")
+    missing = [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{adapter_dir!r} is not a PEFT adapter directory: missing {', '.join(missing)} "
+            "(only safetensors adapters are loaded)"
+        )
+    return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
