@@ -136,11 +136,12 @@ def _bnb_config(compute_dtype: torch.dtype):
 def _from_pretrained(base, torch_dtype, quantization, attn_implementation, trust_remote_code):
     from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
-    path = Path(base).expanduser()
-    where = str(path) if path.exists() else base
+    from avcot.processor import checkpoint_location
+
+    where = checkpoint_location(base)
     try:
         cfg = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise FileNotFoundError(
             f"cannot load a Qwen2.5-Omni checkpoint from {base!r}: expected a local directory with config.json "
             f"and safetensors weights (or 'tiny' for the embedded default). Cause: {e}"

@@ -63,13 +63,31 @@ def load_processor(base: str = TINY):
                 f"embedded tiny processor missing under {TINY_DIR}; rebuild it with `python -m avcot.assets.build_tiny`"
             )
         return Qwen2_5OmniProcessor.from_pretrained(str(TINY_DIR), trust_remote_code=False)
-    path = Path(base).expanduser()
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"processor path {base!r} is a file; pass the checkpoint directory")
+    where = checkpoint_location(base)
     try:
-        return Qwen2_5OmniProcessor.from_pretrained(str(path) if path.exists() else base, trust_remote_code=False)
-    except OSError as e:
+        return Qwen2_5OmniProcessor.from_pretrained(where, trust_remote_code=False)
+    except (OSError, ValueError) as e:
         raise FileNotFoundError(
             f"cannot load a Qwen2.5-Omni processor from {base!r}: expected a local checkpoint directory with "
             f"tokenizer and preprocessor files (or 'tiny' for the embedded default). Cause: {e}"
         ) from e
+
+
+def checkpoint_location(base: str) -> str:
+    """Resolve `base` to a local directory, or pass a hub-style id (`org/name`) through for the HF cache.
+
+    Anything that looks like a filesystem path must exist and be a directory: a typo in a path should
+    say so, not turn into a confusing hub lookup.
+    """
+    path = Path(base).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"checkpoint path {base!r} is a file; pass the checkpoint directory")
+        return str(path)
+    looks_like_path = base.startswith(("/", ".", "~")) or base.count("/") != 1
+    if looks_like_path:
+        raise FileNotFoundError(
+            f"cannot load a Qwen2.5-Omni checkpoint from {base!r}: no such directory "
+            "(pass a local checkpoint directory, a cached hub id like Qwen/Qwen2.5-Omni-7B, or 'tiny')"
+        )
+    return base
