@@ -1,0 +1,1 @@
+"""Evaluation: CAVSR CER with ablations, MCQ accuracy, benchmark loaders and reports."""
