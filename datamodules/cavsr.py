@@ -1,0 +1,316 @@
+"""CAVSR DataModule: manifest rows -> `Clip` -> media -> student prompt -> encoded example -> batch.
+
+Manifest (Parquet or JSONL): columns id, video, audio, text, pinyin, cue, and optionally trace and
+sentence_id. Relative media paths are relative to the manifest's directory. Each row becomes an
+`avcot.records.Clip`; its media are decoded in `Dataset.__getitem__` (nothing cached), and the prompt is
+the student CAVSR instruction from `avcot.prompts` under `avcot.prompts.SYSTEM_PROMPT`.
+
+Targets: `target="avcot"` trains on the row's AV-CoT trace (a row without one is rejected, never
+silently trained on its transcript); `target="transcript"` trains on the plain transcript with the plain
+instruction (the paper's "w/o AV-CoT" ablation). Predict batches are left-padded and carry no target.
+
+Bad rows follow `on_bad_row`: "skip" writes one line per reject (row id, source file, stage, reason)
+to `<run_dir>/rejects.jsonl` and carries on; "error" raises naming the manifest file and row. Rows are
+checked up front (columns, ids, text, target, media files probe-able) so `counts` is complete before
+training: rows_in = rows_used + rows_rejected, per manifest.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from avcot.chat import Prompt, encode_example
+from avcot.records import Clip, Reject
+from datamodules.common import (
+    BadRowPolicy,
+    EpochSeededSampler,
+    Example,
+    ExampleDataset,
+    MediaSettings,
+    RejectLog,
+    RowCounts,
+    VideoMode,
+    collate_examples,
+    load_av,
+    read_manifest,
+    reject_or_raise,
+    resolve_media,
+    row_label,
+    split_rows,
+    stable_seed,
+    validate_rows,
+)
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("id", "video", "text")
+Target = Literal["avcot", "transcript"]
+
+
+def clip_from_row(row: dict, base_dir: Path) -> Clip:
+    """A manifest row as a `Clip`, media paths made absolute (relative = under the manifest's directory)."""
+    trace = row.get("trace")
+    return Clip(
+        id=str(row["id"]), video=resolve_media(row.get("video"), base_dir),
+        audio=resolve_media(row.get("audio"), base_dir), text=row["text"],
+        pinyin=row.get("pinyin") or "", cue=row.get("cue") or "",
+        trace=trace if isinstance(trace, str) and trace.strip() else None,
+    )
+
+
+def target_text(clip: Clip, target: Target) -> str:
+    """The assistant turn to train on; raises ValueError when the row cannot supply it."""
+    if target == "transcript":
+        return clip.text
+    if target == "avcot":
+        if clip.trace is None:
+            raise ValueError("target='avcot' but the row has no trace (use target='transcript' for plain SFT)")
+        return clip.trace
+    raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
+
+
+def media_problem(clip: Clip) -> str | None:
+    """Why the clip's media cannot be read (missing file, unreadable container), or None."""
+    from avcot import media
+
+    paths = [p for p in (clip.video, clip.audio) if p is not None]
+    if not paths:
+        return "row has neither video nor audio"
+    for p in paths:
+        if not Path(p).is_file():
+            return f"media file {p!r} does not exist"
+        try:
+            media.probe(p)
+        except Exception as e:  # noqa: BLE001 - any probe failure means the file is unusable
+            return f"media file {p!r} cannot be read: {e}"
+    return None
+
+
+def random_partner(clip: Clip, clips: Sequence[Clip], seed: int) -> str | None:
+    """Video of another clip for the 'random video' ablation; fixed per (clip id, seed) across runs."""
+    from avcot.media import random_video
+
+    ids = [c.id for c in clips]
+    index = ids.index(clip.id)
+    return clips[random_video(ids, index, random.Random(seed * 1_000_003 + stable_seed(clip.id)))].video
+
+
+def student_prompt_for(clip: Clip, target: Target, settings: MediaSettings, other_video: str | None = None) -> Prompt:
+    """Decode the clip's media and wrap it in the student CAVSR prompt."""
+    from avcot.prompts import SYSTEM_PROMPT, student_prompt
+
+    frames, audio, fps = load_av(clip.video, clip.audio, settings, other_video=other_video)
+    kind = "avcot" if target == "avcot" else "plain"
+    return Prompt(instruction=student_prompt(kind), system=SYSTEM_PROMPT, video=frames, audio=audio, fps=fps)
+
+
+def build_example(clip: Clip, *, processor, target: Target, settings: MediaSettings, use_audio_in_video: bool,
+                  with_target: bool = True, other_video: str | None = None) -> Example:
+    """One `Example` for `clip` (no assistant turn when `with_target` is False: predict/generation)."""
+    prompt = student_prompt_for(clip, target, settings, other_video)
+    text = target_text(clip, target) if with_target else None
+    enc = encode_example(processor, prompt, text, use_audio_in_video=use_audio_in_video)
+    return Example(id=clip.id, encoded=enc, reference=clip.text)
+
+
+def prepare_clips(path: str | Path, *, target: Target | None, policy: BadRowPolicy, rejects: RejectLog | None,
+                  check_media: bool = True) -> tuple[list[tuple[dict, Clip]], RowCounts]:
+    """Read + validate a CAVSR manifest: (row, Clip) pairs that passed, and the row counts.
+
+    `target=None` skips the target check (predict needs no trace).
+    """
+    path = Path(path).expanduser().resolve()
+    source = str(path)
+    rows = read_manifest(path)
+    before = rejects.count if rejects is not None else 0
+    good = validate_rows(rows, required=REQUIRED_COLUMNS, text_fields=("text",), source=source,
+                         policy=policy, rejects=rejects)
+    kept: list[tuple[dict, Clip]] = []
+    for i, row in enumerate(good):
+        try:
+            clip = clip_from_row(row, path.parent)
+            problem, stage = None, "target"
+            if target is not None:
+                target_text(clip, target)
+            stage = "media"
+            problem = media_problem(clip) if check_media else None
+        except ValueError as e:
+            problem = str(e)
+        if problem is not None:
+            reject_or_raise(Reject(row_label(row, i), stage, problem, source), policy, rejects)
+            continue
+        kept.append((row, clip))
+    rejected = (rejects.count - before) if rejects is not None else len(rows) - len(kept)
+    counts = RowCounts(rows_in=len(rows), rows_used=len(kept), rows_rejected=rejected)
+    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d", source, counts.rows_in, counts.rows_used,
+             counts.rows_rejected)
+    return kept, counts
+
+
+class CavsrDataModule(L.LightningDataModule):
+    """CAVSR clips for LoRA SFT, validation, test and predict."""
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        predict_manifest: str | None = None,
+        processor: str = "tiny",
+        target: Target = "avcot",
+        val_fraction: float = 0.1,
+        split_column: str | None = "sentence_id",
+        seed: int = 0,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_frames: int = 4,
+        frame_size: int = 112,
+        max_seconds: float = 30.0,
+        video: VideoMode = "true",
+        use_audio_in_video: bool = False,
+        on_bad_row: BadRowPolicy = "skip",
+        rejects_path: str | None = None,
+        check_media: bool = True,
+    ):
+        """
+        Args:
+            train_manifest: Parquet/JSONL manifest for training (fit).
+            val_manifest: Manifest for validation; when None, `val_fraction` of the train rows is held out.
+            test_manifest: Manifest for `test` (falls back to the validation rows).
+            predict_manifest: Manifest for `predict` (falls back to test, then validation rows).
+            processor: "tiny" or a Qwen2.5-Omni checkpoint directory; must match the model's base.
+            target: "avcot" trains on each row's trace (rows without one are rejected); "transcript" trains on
+                the plain transcript with the plain instruction (the w/o AV-CoT ablation).
+            val_fraction: Fraction of train rows (or sentence groups) held out when no val_manifest is given.
+            split_column: Column whose values are kept on one side of the split (unseen val sentences); ignored
+                when absent from the manifest.
+            seed: Seed of the train/val split and of the per-epoch shuffle.
+            batch_size: Training batch size per device.
+            eval_batch_size: Batch size for val/test/predict (defaults to batch_size).
+            num_workers: DataLoader workers decoding media (0 = in the main process).
+            num_frames: Frames sampled uniformly per clip (even).
+            frame_size: Square frame side in pixels (multiple of 28).
+            max_seconds: Clip length cap for audio and video.
+            video: Video ablation: "true" | "black" | "random" | "none" (audio only).
+            use_audio_in_video: Interleave audio with the video frames (Qwen2.5-Omni layout); travels in each batch.
+            on_bad_row: "skip" writes rejects and carries on; "error" raises naming the manifest file and row.
+            rejects_path: Rejects JSONL; default `<trainer log dir>/rejects.jsonl` (only logged without a trainer).
+            check_media: Probe every media file up front so bad files are rejected before training starts.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds, video=video)
+        if target not in ("avcot", "transcript"):
+            raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
+        if on_bad_row not in ("skip", "error"):
+            raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
+        self.counts: dict[str, RowCounts] = {}
+        self.datasets: dict[str, ExampleDataset] = {}
+        self._processor = None
+        self._rejects: RejectLog | None = None
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            from avcot.processor import load_processor
+
+            self._processor = load_processor(self.hparams.processor)
+        return self._processor
+
+    @property
+    def rejects(self) -> RejectLog:
+        if self._rejects is None:
+            path = self.hparams.rejects_path
+            if path is None and self.trainer is not None:
+                path = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "rejects.jsonl")
+            self._rejects = RejectLog(path)
+        return self._rejects
+
+    def _clips(self, path: str, with_target: bool) -> list[tuple[dict, Clip]]:
+        kept, counts = prepare_clips(path, target=self.hparams.target if with_target else None,
+                                     policy=self.hparams.on_bad_row, rejects=self.rejects,
+                                     check_media=self.hparams.check_media)
+        self.counts[str(Path(path).expanduser().resolve())] = counts
+        return kept
+
+    def _dataset(self, pairs: list[tuple[dict, Clip]], source: str, with_target: bool = True) -> ExampleDataset:
+        build = _RowBuilder([c for _, c in pairs], self.hparams.seed, processor=self.processor,
+                        target=self.hparams.target, settings=self.media,
+                        use_audio_in_video=self.hparams.use_audio_in_video, with_target=with_target)
+        return ExampleDataset([r for r, _ in pairs], build, source=source, policy=self.hparams.on_bad_row,
+                              rejects=self.rejects)
+
+    # -- Lightning hooks -----------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
+            pairs = self._clips(hp.train_manifest, True)
+            if hp.val_manifest:
+                train, val = pairs, self._clips(hp.val_manifest, True)
+            else:
+                rows = [dict(r, id=c.id) for r, c in pairs]
+                tr, va = split_rows(rows, hp.val_fraction, hp.seed, hp.split_column)
+                tr_ids, va_ids = {r["id"] for r in tr}, {r["id"] for r in va}
+                train = [p for p in pairs if p[1].id in tr_ids]
+                val = [p for p in pairs if p[1].id in va_ids]
+            self.datasets["train"] = self._dataset(train, hp.train_manifest)
+            self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest)
+        if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
+            self.datasets["val"] = self._dataset(self._clips(hp.val_manifest, True), hp.val_manifest)
+        if stage == "test" and "test" not in self.datasets:
+            self.datasets["test"] = self._stage_dataset(hp.test_manifest or hp.val_manifest, "test", True)
+        if stage == "predict" and "predict" not in self.datasets:
+            path = hp.predict_manifest or hp.test_manifest or hp.val_manifest or hp.train_manifest
+            self.datasets["predict"] = self._stage_dataset(path, "predict", False)
+
+    def _stage_dataset(self, path: str | None, stage: str, with_target: bool) -> ExampleDataset:
+        if not path:
+            raise ValueError(f"{stage} needs a manifest: set data.{stage}_manifest in the config")
+        return self._dataset(self._clips(path, with_target), path, with_target)
+
+    def _loader(self, split: str, *, shuffle: bool, padding_side: str = "right") -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} dataset: call setup() with the matching stage first")
+        ds = self.datasets[split]
+        bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        pad = self.processor.tokenizer.pad_token_id
+        return DataLoader(ds, batch_size=bs, num_workers=self.hparams.num_workers,
+                          sampler=EpochSeededSampler(len(ds), seed=self.hparams.seed, shuffle=shuffle),
+                          collate_fn=partial(collate_examples, pad_id=pad, padding_side=padding_side))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        # Left padding: generated tokens must follow each row's last prompt token.
+        return self._loader("predict", shuffle=False, padding_side="left")
+
+
+class _RowBuilder:
+    """Picklable row -> Example function for DataLoader workers (clips indexed once, not per item)."""
+
+    def __init__(self, clips: list[Clip], seed: int, **kwargs):
+        self.clips, self.seed, self.kwargs = clips, seed, kwargs
+        self.by_id = {c.id: c for c in clips}
+
+    def __call__(self, row: dict) -> Example:
+        clip = self.by_id[str(row["id"])]
+        other = random_partner(clip, self.clips, self.seed) if self.kwargs["settings"].video == "random" else None
+        return build_example(clip, other_video=other, **self.kwargs)

@@ -1,0 +1,149 @@
+"""What a training run writes beside its Lightning checkpoints: small checkpoints, PEFT adapter dirs, predictions.
+
+- `keep_trainable_only(checkpoint, module)`: drop frozen base weights from a Lightning checkpoint's
+  state_dict, so a 7B run's checkpoint holds only LoRA weights + optimizer state (load with
+  `strict_loading = False`; the frozen base is rebuilt from `base` in `configure_model`).
+- `AdapterSaver`: a callback that, on every Lightning checkpoint save, writes the PEFT adapter
+  (safetensors, loadable by `PeftModel.from_pretrained` / `avcot.model.load_adapter`) to
+  `<ckpt_dir>/adapter-step{N}/` and `<ckpt_dir>/adapter-last/`. Each is written to a temporary
+  sibling directory first and renamed into place, so a crash never leaves a half-written adapter
+  under the final name (`adapter-last` is swapped by two renames: for a moment it may be absent,
+  never partial).
+- `PredictionWriter`: a prediction writer callback: one JSONL line {id, text, extracted} per clip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+from avcot.records import Generation
+
+
+def trainable_names(module: torch.nn.Module) -> set[str]:
+    """Names (as in `module.state_dict()`) of parameters that require grad."""
+    return {n for n, p in module.named_parameters() if p.requires_grad}
+
+
+def keep_trainable_only(checkpoint: dict, module: torch.nn.Module) -> None:
+    """Filter `checkpoint["state_dict"]` in place to the module's trainable parameters."""
+    names = trainable_names(module)
+    state = checkpoint.get("state_dict") or {}
+    checkpoint["state_dict"] = {k: v for k, v in state.items() if k in names}
+
+
+def adapter_state(peft_model) -> dict[str, torch.Tensor]:
+    """The PEFT adapter weights as full CPU tensors (gathers DTensor shards: call on every rank)."""
+    from peft import get_peft_model_state_dict
+
+    out = {}
+    for k, v in get_peft_model_state_dict(peft_model).items():
+        full = v.full_tensor() if hasattr(v, "full_tensor") else v
+        out[k] = full.detach().to("cpu").contiguous()
+    return out
+
+
+def write_adapter(peft_model, state: dict[str, torch.Tensor], target: Path) -> None:
+    """Write a PEFT adapter dir (adapter_config.json + adapter_model.safetensors) atomically to `target`."""
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        peft_model.peft_config["default"].save_pretrained(str(tmp))
+        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where Lightning puts checkpoints for this run (the ModelCheckpoint's dirpath, else the default)."""
+    cb = trainer.checkpoint_callback
+    if cb is not None and getattr(cb, "dirpath", None):
+        return Path(cb.dirpath)
+    return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+
+
+class AdapterSaver(Callback):
+    """Writes `adapter-step{N}/` and `adapter-last/` beside every Lightning checkpoint.
+
+    Expects the LightningModule to expose its PEFT model as `.model`.
+    """
+
+    def __init__(self, keep_every_step: bool = True):
+        """
+        Args:
+            keep_every_step: Also keep `adapter-step{N}/` for each save (adapters are small); else only last.
+        """
+        self.keep_every_step = keep_every_step
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        model = getattr(pl_module, "model", None)
+        if model is None or not hasattr(model, "peft_config"):
+            return
+        state = adapter_state(model)  # collective under FSDP: every rank runs this
+        if not trainer.is_global_zero:
+            return
+        ckdir = checkpoint_dir(trainer)
+        if self.keep_every_step:
+            write_adapter(model, state, ckdir / f"adapter-step{trainer.global_step}")
+        write_adapter(model, state, ckdir / "adapter-last")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes `predict_step`'s `Generation`s as JSONL: one line {id, text, extracted} per clip."""
+
+    def __init__(self, output_path: str = "predictions.jsonl"):
+        """
+        Args:
+            output_path: JSONL file written by `predict` (relative paths: relative to the working directory).
+        """
+        super().__init__(write_interval="batch")
+        self.output_path = Path(output_path)
+
+    def _part(self, trainer: L.Trainer) -> Path:
+        if trainer.world_size == 1:
+            return self.output_path
+        return self.output_path.with_name(f"{self.output_path.name}.rank{trainer.global_rank}")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._part(trainer).parent.mkdir(parents=True, exist_ok=True)
+        self._part(trainer).write_text("", encoding="utf-8")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
+        gens: list[Generation] = list(prediction or [])
+        with self._part(trainer).open("a", encoding="utf-8") as f:
+            for g in gens:
+                f.write(json.dumps({"id": g.id, "text": g.text, "extracted": g.extracted,
+                                    **({"extra": g.extra} if g.extra else {})}, ensure_ascii=False) + "\n")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size == 1:
+            return
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:  # merge the rank parts into the one file the config names
+            parts = [self.output_path.with_name(f"{self.output_path.name}.rank{r}") for r in range(trainer.world_size)]
+            with self.output_path.open("w", encoding="utf-8") as out:
+                for p in parts:
+                    out.write(p.read_text(encoding="utf-8"))
+                    p.unlink()
+
+
+def generation_record(g: Generation) -> dict:
+    """A `Generation` as the JSON object written per line (for readers of predictions.jsonl)."""
+    return asdict(g)

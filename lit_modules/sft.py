@@ -1,0 +1,183 @@
+"""LoRA (and QLoRA) supervised fine-tuning of the Qwen2.5-Omni thinker.
+
+The model is built in `configure_model`, so sharding strategies see it before it is materialised:
+under Lightning's `ModelParallelStrategy` (FSDP2) each decoder layer and then the whole model are
+`fully_shard`-ed over the data-parallel mesh; DDP and single-device need nothing special.
+
+Loss is the thinker's own cross-entropy over `batch["labels"]` (-100 everywhere except the assistant
+turn), so it falls on the target tokens only. AdamW sees trainable (LoRA) parameters only; the schedule
+is linear warm-up then cosine decay to zero over `trainer.estimated_stepping_batches`.
+
+Checkpoints hold only the trainable weights + optimizer/scheduler state (frozen base weights are
+dropped in `on_save_checkpoint` and rebuilt from `base` on resume; `strict_loading = False`), and the
+`AdapterSaver` callback (added by `configure_callbacks`) writes a PEFT adapter dir beside each one.
+
+Departure from the paper's setup: none in the optimisation itself (r 8, alpha 32, dropout 0.05 on q/k/v/o,
+lr 1e-4, cosine, 3 epochs, bf16 come from the configs); gradient checkpointing is not used because HF's
+implementation backprops through the frozen encoders (see shared ENV notes).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import lightning as L
+import torch
+
+from avcot.chat import model_inputs
+from avcot.records import Generation
+from lit_modules.checkpoint import AdapterSaver, keep_trainable_only
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear 0->1 over warmup_steps, then cosine 1->0 by total_steps (clamped at 0)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SFTModule(L.LightningModule):
+    """LoRA SFT of the thinker (audio and vision towers frozen, LoRA on the language model)."""
+
+    def __init__(
+        self,
+        base: str = "tiny",
+        adapter: str | None = None,
+        lora_r: int = 8,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_target: Literal["attention", "all-linear"] = "attention",
+        quantization: Literal["none", "nf4"] = "none",
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        seed: int = 0,
+        max_new_tokens: int = 256,
+    ):
+        """
+        Args:
+            base: "tiny" (embedded random-init model) or a Qwen2.5-Omni checkpoint directory.
+            adapter: Optional PEFT adapter directory to continue training from (its LoRA settings win).
+            lora_r: LoRA rank.
+            lora_alpha: LoRA alpha (scale = alpha / r).
+            lora_dropout: Dropout on the LoRA branch.
+            lora_target: "attention" (q/k/v/o of the LM) or "all-linear" (also the LM's MLP).
+            quantization: "none" or "nf4" (QLoRA: the base is loaded in 4-bit with bitsandbytes).
+            dtype: Weight dtype of the base model.
+            lr: Peak AdamW learning rate.
+            weight_decay: AdamW weight decay (on the LoRA weights).
+            warmup_steps: Linear warm-up steps before the cosine decay.
+            seed: Seed of the tiny model's init and the LoRA init.
+            max_new_tokens: Generation length for predict.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = None
+        self.strict_loading = False  # checkpoints carry only the trainable weights
+        self._last_step_time: float | None = None
+
+    # -- model ---------------------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from avcot.model import LoraSettings, apply_lora, load_adapter, load_thinker
+
+        hp = self.hparams
+        with torch.random.fork_rng(devices=[]):  # LoRA init independent of the global RNG state
+            torch.manual_seed(hp.seed)
+            model = load_thinker(hp.base, dtype=hp.dtype, quantization=hp.quantization, seed=hp.seed)
+            if hp.adapter:
+                model = load_adapter(model, hp.adapter, trainable=True)
+            else:
+                settings = LoraSettings(r=hp.lora_r, alpha=hp.lora_alpha, dropout=hp.lora_dropout,
+                                        target=hp.lora_target)
+                model = apply_lora(model, settings)
+        if getattr(self, "device_mesh", None) is not None:
+            shard_model(model, self.device_mesh)
+        self.model = model
+
+    def configure_callbacks(self):
+        return [AdapterSaver()]
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError("no trainable parameters: LoRA was not applied")
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = self.hparams.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    def forward(self, batch: dict):
+        return self.model(**model_inputs(batch))
+
+    def _loss(self, batch: dict, split: str):
+        out = self(batch)
+        n = int(batch["input_ids"].shape[0])
+        self.log(f"{split}/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=split != "train")
+        return out.loss
+
+    def training_step(self, batch: dict | None, batch_idx: int):
+        if batch is None:  # every row of the batch was rejected (skip mode)
+            return None
+        loss = self._loss(batch, "train")
+        self._log_throughput(batch)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict | None, batch_idx: int):
+        return None if batch is None else self._loss(batch, "val")
+
+    def test_step(self, batch: dict | None, batch_idx: int):
+        return None if batch is None else self._loss(batch, "test")
+
+    def _log_throughput(self, batch: dict) -> None:
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            dt = max(now - self._last_step_time, 1e-9)
+            target = int((batch["labels"] != -100).sum())
+            total = int(batch["attention_mask"].sum())
+            self.log("train/target_tokens_per_s", target / dt, batch_size=1)
+            self.log("train/tokens_per_s", total / dt, batch_size=1)
+        self._last_step_time = now
+
+    def on_train_epoch_start(self) -> None:
+        self._last_step_time = None  # do not count validation/epoch boundaries as step time
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[Generation]:
+        """Greedy generation for a left-padded batch without targets -> one `Generation` per row."""
+        if batch is None:
+            return []
+        from avcot.generate import generate_texts
+        from avcot.processor import load_processor
+        from avcot.traces import extract_transcription
+
+        if getattr(self, "_processor", None) is None:
+            self._processor = load_processor(self.hparams.base)
+        texts = generate_texts(self.model, self._processor, batch, max_new_tokens=self.hparams.max_new_tokens)
+        return [Generation(id=i, text=t, extracted=extract_transcription(t)) for i, t in zip(batch["ids"], texts)]
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep_trainable_only(checkpoint, self)
+
+
+def shard_model(model, mesh) -> None:
+    """FSDP2: shard each language-model decoder layer, then the rest, over the data-parallel mesh."""
+    from torch.distributed.fsdp import fully_shard
+
+    dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for layer in inner.model.language_model.layers:
+        fully_shard(layer, mesh=dp)
+    fully_shard(model, mesh=dp)
