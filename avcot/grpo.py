@@ -95,14 +95,17 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
     ref_logp=None or beta=0 drops the KL term.
     """
     _check_shapes(logp, mask, advantages, old_logp=old_logp, ref_logp=ref_logp)
+    valid = mask.bool()  # [N, L]
     mask = mask.to(logp.dtype)  # [N, L]
     old = logp.detach() if old_logp is None else old_logp  # [N, L]
-    ratio = torch.exp(logp - old)  # [N, L]
+    # Padding may hold any value: zero the log-ratio there so exp() cannot make inf * 0 = NaN.
+    ratio = torch.exp((logp - old).masked_fill(~valid, 0.0))  # [N, L]
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # [N, L]
     adv = advantages.to(logp.dtype).unsqueeze(1)  # [N, 1]
     surrogate = -torch.min(ratio * adv, clipped * adv)  # [N, L]
     use_kl = ref_logp is not None and beta != 0.0
-    kl = k3_kl(logp, ref_logp) if use_kl else torch.zeros_like(logp)  # [N, L]
+    kl = (k3_kl(logp.masked_fill(~valid, 0.0), ref_logp.masked_fill(~valid, 0.0)) if use_kl
+          else torch.zeros_like(logp))  # [N, L]
     per_token = surrogate + beta * kl  # [N, L]
     loss = _reduce(per_token, mask, loss_type)  # []
     with torch.no_grad():
@@ -114,7 +117,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
             kl_mean=float((kl * mask).sum() / n_tok),
             clip_fraction=float((active.to(mask.dtype) * mask).sum() / n_tok),
             ratio_mean=float((ratio * mask).sum() / n_tok),
-            ratio_max=float(ratio.masked_fill(mask == 0, float("-inf")).max()) if mask.any() else 1.0,
+            ratio_max=float(ratio.masked_fill(~valid, float("-inf")).max()) if valid.any() else 1.0,
             advantage_mean=float(advantages.float().mean()) if advantages.numel() else 0.0,
             tokens=int(mask.sum()),
         )

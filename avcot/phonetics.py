@@ -6,14 +6,16 @@ cached. A word's lookup key is its syllable tuple from ``pypinyin.lazy_pinyin`` 
 for heteronyms). Syllables are spelled the pypinyin way: "lv" for lü, tone digits 1-5 with 5 for the
 neutral tone, so every toned syllable ends in a digit.
 
-Candidate sets are word-level: H("差拨") holds lexicon words read "chai bo" plus the word itself;
+Candidate sets are word-level: H("差拨") holds lexicon words read "chai bo" plus the word itself
+(and any caller-supplied words with that reading); pypinyin's phrase data is not a complete
+lexicon (about 47k phrases: 北京 and 食言 are in it, 实验 and 试验 are not), so sets can be small;
 combinations of per-character homophones are not generated (they would explode combinatorially).
 """
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,13 +116,18 @@ def _lexicon(tones: bool) -> dict[tuple[str, ...], frozenset[str]]:
     return {key: frozenset(words) for key, words in inverted.items()}
 
 
-def homophones(word: str, tones: bool = False) -> frozenset[str]:
-    """Candidate set H(p): lexicon words sharing `word`'s (toneless by default) pinyin, plus `word`."""
+def homophones(word: str, tones: bool = False, extra_words: Iterable[str] = ()) -> frozenset[str]:
+    """Candidate set H(p): lexicon words sharing `word`'s (toneless by default) pinyin, plus `word`.
+
+    pypinyin's phrase data is not a full lexicon (common words such as 试验 are absent), so callers
+    can pass `extra_words` seen elsewhere (the other ASR output, OCR text); those with the same key join.
+    """
     word = word.strip()
     if not word:
         return frozenset()
     key = tuple(token_syllables(list(word), tones))
-    return _lexicon(tones).get(key, frozenset()) | {word}
+    extra = {w for w in (x.strip() for x in extra_words) if w and tuple(token_syllables(list(w), tones)) == key}
+    return _lexicon(tones).get(key, frozenset()) | {word} | extra
 
 
 def split_syllable(syllable: str) -> tuple[str, str]:
