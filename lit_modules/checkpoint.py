@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -56,6 +55,7 @@ def write_adapter(peft_model, state: dict[str, torch.Tensor], target: Path) -> N
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the final dir should read like any save_pretrained output
     try:
         peft_model.peft_config["default"].save_pretrained(str(tmp))
         save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
@@ -142,8 +142,3 @@ class PredictionWriter(BasePredictionWriter):
                 for p in parts:
                     out.write(p.read_text(encoding="utf-8"))
                     p.unlink()
-
-
-def generation_record(g: Generation) -> dict:
-    """A `Generation` as the JSON object written per line (for readers of predictions.jsonl)."""
-    return asdict(g)

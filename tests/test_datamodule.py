@@ -1,0 +1,307 @@
+"""CAVSR DataModule: manifest validation, rejects, split, label masking, audio-in-video, ablations, predict."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avcot.traces import AVCoTTrace, render_avcot
+from datamodules.cavsr import CavsrDataModule, prepare_clips
+from datamodules.common import (
+    BadRowError,
+    EpochSeededSampler,
+    MediaSettings,
+    RejectLog,
+    load_av,
+    read_manifest,
+    split_rows,
+)
+
+SYNTH = Path(__file__).parent / "data" / "synth"
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def trace_for(row: dict) -> str:
+    """A hand-written AV-CoT trace for a synth row (the committed fixtures carry no trace)."""
+    return render_avcot(AVCoTTrace(f"背景文字：{row['screen_text']}", row["pinyin"],
+                                   f"画面支持“{row['target']}”而不是“{row['competitor']}”", row["text"]))
+
+
+def write_manifest(rows: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def traced_rows(n: int = 12) -> list[dict]:
+    """Synth fixture rows with absolute media paths and a `trace` column."""
+    rows = read_manifest(SYNTH / "manifest.jsonl")[:n]
+    return [dict(r, video=str(SYNTH / r["video"]), audio=str(SYNTH / r["audio"]), trace=trace_for(r)) for r in rows]
+
+
+def write_traced_manifest(dst: Path, n: int = 12) -> Path:
+    return write_manifest(traced_rows(n), dst)
+
+
+def _dm(manifest: Path, tmp_path: Path, **kw) -> CavsrDataModule:
+    kw.setdefault("rejects_path", str(tmp_path / "rejects.jsonl"))
+    return CavsrDataModule(train_manifest=str(manifest), **kw)
+
+
+def _rejects(tmp_path: Path) -> list[dict]:
+    p = tmp_path / "rejects.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_labels_cover_exactly_the_trace_token_by_token(tmp_path, tiny_processor):
+    rows = traced_rows(4)
+    dm = _dm(write_manifest(rows, tmp_path / "m.jsonl"), tmp_path, val_fraction=0.0, batch_size=2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    tok = tiny_processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    traces = {r["id"]: r["trace"] for r in rows}
+    for i, rid in enumerate(batch["ids"]):
+        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+        kept = (labels != -100).nonzero().flatten()
+        # One contiguous block at the end of the real tokens: the assistant turn, then <|im_end|>.
+        assert kept.tolist() == list(range(int(kept[0]), int(mask.sum())))
+        for j in range(len(ids)):
+            assert labels[j].item() in (-100, ids[j].item()), f"row {rid} token {j} labelled with another id"
+        assert labels[kept[-1]].item() == eos
+        assert tok.decode(labels[kept[:-1]]) == traces[rid]
+        assert tok.decode(ids[: kept[0]]).endswith("<|im_start|>assistant\n")
+
+
+def test_transcript_target_uses_plain_prompt_and_text(tmp_path, tiny_processor):
+    from avcot.prompts import STUDENT_AVCOT_PROMPT, STUDENT_PLAIN_PROMPT
+
+    rows = traced_rows(2)
+    manifest = write_manifest(rows, tmp_path / "m.jsonl")
+    tok = tiny_processor.tokenizer
+    for target, instruction, expect in (("transcript", STUDENT_PLAIN_PROMPT, "text"),
+                                        ("avcot", STUDENT_AVCOT_PROMPT, "trace")):
+        dm = _dm(manifest, tmp_path, target=target, val_fraction=0.0, batch_size=1)
+        dm.setup("fit")
+        ex = dm.datasets["train"][0]
+        prompt = tok.decode(ex.encoded.input_ids[: ex.encoded.prompt_len])
+        assert instruction in prompt
+        row = next(r for r in rows if r["id"] == ex.id)
+        assert tok.decode(ex.encoded.input_ids[ex.encoded.prompt_len:-1]) == row[expect]
+
+
+def test_relative_media_paths_resolve_against_manifest_dir(tmp_path):
+    dm = _dm(SYNTH / "manifest.jsonl", tmp_path, target="transcript", val_fraction=0.0, batch_size=1)
+    dm.setup("fit")
+    assert dm.counts[str((SYNTH / "manifest.jsonl").resolve())].rows_used == 12
+    ex = dm.datasets["train"][0]
+    assert ex is not None and "pixel_values_videos" in ex.encoded.media
+
+
+def test_audio_in_video_flag_changes_layout_and_reaches_the_model(tmp_path):
+    from lit_modules.sft import SFTModule
+
+    manifest = write_traced_manifest(tmp_path / "m.jsonl", 2)
+    batches = {}
+    for flag in (False, True):
+        dm = _dm(manifest, tmp_path, use_audio_in_video=flag, val_fraction=0.0, batch_size=2)
+        dm.setup("fit")
+        batches[flag] = next(iter(dm.train_dataloader()))
+        assert batches[flag]["use_audio_in_video"] is flag
+    assert batches[False]["input_ids"].shape != batches[True]["input_ids"].shape or not torch.equal(
+        batches[False]["input_ids"], batches[True]["input_ids"])
+    module = SFTModule()
+    module.configure_model()
+    seen = []
+    inner = module.model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("use_audio_in_video"))
+        return inner(*args, **kwargs)
+
+    module.model.forward = spy
+    with torch.no_grad():
+        for flag in (False, True):
+            module(batches[flag])
+    assert seen == [False, True]
+
+
+def test_split_is_seeded_and_keeps_sentences_apart():
+    rows = [{"id": f"r{i}", "sentence_id": f"s{i // 2}"} for i in range(20)]
+    train, val = split_rows(rows, 0.3, seed=7, group_column="sentence_id")
+    assert {r["sentence_id"] for r in train}.isdisjoint({r["sentence_id"] for r in val})
+    assert len(val) == 6 and len(train) == 14  # floor(10 groups * 0.3) = 3 groups of 2 rows
+    assert split_rows(rows, 0.3, seed=7, group_column="sentence_id") == (train, val)
+    assert split_rows(rows, 0.3, seed=8, group_column="sentence_id")[1] != val
+    flat_train, flat_val = split_rows(rows, 0.25, seed=0)
+    assert len(flat_val) == 5 and len(flat_train) == 15
+    assert split_rows(rows[:2], 0.1, seed=0)[1] != []  # at least one val row whenever a fraction is asked
+
+
+def test_datamodule_split_by_sentence_id(tmp_path):
+    dm = _dm(write_traced_manifest(tmp_path / "m.jsonl"), tmp_path, val_fraction=0.34)
+    dm.setup("fit")
+    rows = {r["id"]: r for r in traced_rows()}
+    train_s = {rows[r["id"]]["sentence_id"] for r in dm.datasets["train"].rows}
+    val_s = {rows[r["id"]]["sentence_id"] for r in dm.datasets["val"].rows}
+    assert val_s and train_s.isdisjoint(val_s)
+    assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 12
+
+
+def test_explicit_val_manifest(tmp_path):
+    rows = traced_rows(6)
+    train = write_manifest(rows[:4], tmp_path / "train.jsonl")
+    val = write_manifest(rows[4:], tmp_path / "val.jsonl")
+    dm = _dm(train, tmp_path, val_manifest=str(val))
+    dm.setup("fit")
+    assert [r["id"] for r in dm.datasets["val"].rows] == [r["id"] for r in rows[4:]]
+    assert len(dm.datasets["train"]) == 4
+
+
+def test_parquet_manifest_reads_like_jsonl(tmp_path):
+    import polars as pl
+
+    rows = traced_rows(3)
+    pl.DataFrame(rows).write_parquet(tmp_path / "m.parquet")
+    assert read_manifest(tmp_path / "m.parquet") == read_manifest(write_manifest(rows, tmp_path / "m.jsonl"))
+
+
+def _bad_manifest(tmp_path: Path) -> tuple[Path, list[dict]]:
+    rows = traced_rows(4)
+    shutil.copy(BAD / "not_a_video.mp4", tmp_path / "corrupt.mp4")
+    rows.append(dict(rows[0], id="corrupt", video="corrupt.mp4", audio=None))  # relative to the manifest dir
+    rows.append(dict(rows[0], id="missing", video=str(tmp_path / "nope.mp4"), audio=None))
+    rows.append(dict(rows[1]))  # duplicate id
+    rows.append(dict(rows[0], id="empty-text", text="  "))
+    rows.append(dict(rows[0], id="no-trace", trace=None))
+    return write_manifest(rows, tmp_path / "bad.jsonl"), rows
+
+
+def test_skip_mode_writes_rejects_and_counts_add_up(tmp_path):
+    manifest, rows = _bad_manifest(tmp_path)
+    dm = _dm(manifest, tmp_path, val_fraction=0.0)
+    dm.setup("fit")
+    counts = dm.counts[str(manifest.resolve())]
+    assert (counts.rows_in, counts.rows_used, counts.rows_rejected) == (9, 4, 5)
+    rejects = _rejects(tmp_path)
+    by_id = {r["row_id"]: r for r in rejects}
+    assert set(by_id) == {"corrupt", "missing", rows[1]["id"], "empty-text", "no-trace"}
+    assert all(r["source"] == str(manifest.resolve()) for r in rejects)
+    assert by_id["corrupt"]["stage"] == "media" and "corrupt.mp4" in by_id["corrupt"]["reason"]
+    assert "nope.mp4" in by_id["missing"]["reason"]
+    assert "duplicate" in by_id[rows[1]["id"]]["reason"]
+    assert "empty" in by_id["empty-text"]["reason"]
+    assert by_id["no-trace"]["stage"] == "target"
+    assert len(dm.datasets["train"]) == 4
+
+
+@pytest.mark.parametrize("bad_id,needle", [("corrupt", "corrupt.mp4"), ("missing", "nope.mp4"),
+                                           ("empty-text", "'text' is empty"), ("no-trace", "no trace")])
+def test_error_mode_names_manifest_row_and_file(tmp_path, bad_id, needle):
+    manifest, rows = _bad_manifest(tmp_path)
+    keep = [r for r in rows[:4] if r["id"] != bad_id] + [r for r in rows if r["id"] == bad_id]
+    write_manifest(keep, manifest)
+    dm = _dm(manifest, tmp_path, on_bad_row="error")
+    with pytest.raises(BadRowError) as err:
+        dm.setup("fit")
+    msg = str(err.value)
+    assert str(manifest.resolve()) in msg and f"row {bad_id}" in msg and needle in msg
+
+
+def test_missing_columns_is_always_an_error(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "text"} for r in traced_rows(2)]
+    with pytest.raises(ValueError, match=r"lacks required column\(s\) \['text'\]"):
+        prepare_clips(write_manifest(rows, tmp_path / "m.jsonl"), target="avcot", policy="skip", rejects=None)
+
+
+def test_decode_failure_at_getitem_is_rejected_once_or_raised(tmp_path):
+    rows = traced_rows(2)
+    shutil.copy(BAD / "truncated.mp4", tmp_path / "t.mp4")
+    rows.append(dict(rows[0], id="truncated", video=str(tmp_path / "t.mp4"), audio=None))
+    manifest = write_manifest(rows, tmp_path / "m.jsonl")
+    # check_media=False: the truncation is only found while decoding in __getitem__.
+    dm = _dm(manifest, tmp_path, val_fraction=0.0, check_media=False, batch_size=3)
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    idx = [r["id"] for r in ds.rows].index("truncated")
+    assert ds[idx] is None and ds[idx] is None
+    assert [r["row_id"] for r in _rejects(tmp_path)] == ["truncated"]
+    batch = next(iter(dm.train_dataloader()))
+    assert sorted(batch["ids"]) == sorted(r["id"] for r in rows[:2])
+    strict = _dm(manifest, tmp_path, val_fraction=0.0, check_media=False, on_bad_row="error")
+    strict.setup("fit")
+    with pytest.raises(BadRowError, match="row truncated.*t.mp4"):
+        strict.datasets["train"][idx]
+
+
+def test_video_ablations(tmp_path):
+    rows = traced_rows(2)
+    a, b = rows[0], rows[1]
+    real, wav, fps = load_av(a["video"], a["audio"], MediaSettings(num_frames=4))
+    assert real.shape == (4, 112, 112, 3) and real.std() > 0 and wav.dtype == np.float32
+    assert fps == pytest.approx(4 / a["duration_s"], rel=0.05)
+    black, _, _ = load_av(a["video"], a["audio"], MediaSettings(video="black"))
+    assert black.shape == real.shape and not black.any()
+    other, _, _ = load_av(b["video"], b["audio"], MediaSettings())
+    swapped, _, fps_r = load_av(a["video"], a["audio"], MediaSettings(video="random"), other_video=b["video"])
+    assert np.array_equal(swapped, other) and fps_r == fps
+    none, wav_n, _ = load_av(a["video"], a["audio"], MediaSettings(video="none"))
+    assert none is None and np.array_equal(wav_n, wav)
+
+
+def test_video_none_is_audio_only_in_the_batch(tmp_path, tiny_processor):
+    dm = _dm(write_traced_manifest(tmp_path / "m.jsonl", 2), tmp_path, video="none", val_fraction=0.0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert "pixel_values_videos" not in batch and "input_features" in batch
+    assert not (batch["input_ids"] == tiny_processor.tokenizer.video_token_id).any()
+
+
+def test_predict_loader_is_left_padded_without_targets(tmp_path):
+    rows = traced_rows(3)
+    rows[1] = dict(rows[1], trace=None)  # predict needs no trace
+    dm = CavsrDataModule(predict_manifest=str(write_manifest(rows, tmp_path / "m.jsonl")), eval_batch_size=3,
+                         rejects_path=str(tmp_path / "rejects.jsonl"))
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["ids"] == [r["id"] for r in rows]
+    assert (batch["labels"] == -100).all()
+    assert batch["attention_mask"][:, -1].all()  # every row ends at the last column: left padding
+    assert not batch["attention_mask"][:, 0].all()  # prompts differ in length, so some row is padded
+
+
+def test_epoch_seeded_sampler_depends_only_on_seed_and_epoch():
+    s = EpochSeededSampler(10, seed=3)
+    s.set_epoch(1)
+    first = list(s)
+    torch.manual_seed(123)  # the global RNG must not matter
+    t = EpochSeededSampler(10, seed=3)
+    t.set_epoch(1)
+    assert list(t) == first and sorted(first) == list(range(10))
+    t.set_epoch(2)
+    assert list(t) != first
+    assert list(EpochSeededSampler(4, shuffle=False)) == [0, 1, 2, 3]
+
+
+def test_reject_log_appends_jsonl(tmp_path):
+    from avcot.records import Reject
+
+    log = RejectLog(tmp_path / "sub" / "r.jsonl")
+    log.add(Reject("a", "media", "bad file", "m.jsonl"))
+    log.add(Reject("b", "manifest", "duplicate id 'a'", "m.jsonl"))
+    lines = [json.loads(x) for x in (tmp_path / "sub" / "r.jsonl").read_text().splitlines()]
+    assert lines == [{"row_id": "a", "stage": "media", "reason": "bad file", "source": "m.jsonl"},
+                     {"row_id": "b", "stage": "manifest", "reason": "duplicate id 'a'", "source": "m.jsonl"}]
+    assert log.count == 2
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="even"):
+        MediaSettings(num_frames=3)
+    with pytest.raises(ValueError, match="multiple of 28"):
+        MediaSettings(frame_size=100)
+    with pytest.raises(ValueError, match="target"):
+        CavsrDataModule(target="trace")
