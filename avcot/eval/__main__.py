@@ -1,0 +1,95 @@
+"""`python -m avcot.eval {cavsr,mcq,convert} ...`: the command registry of the eval package.
+
+  python -m avcot.eval cavsr --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--base tiny|PATH]
+                             [--ablations black,random,audio_only] [--prompt avcot|transcript]
+  python -m avcot.eval mcq   --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--modalities a,v,av]
+  python -m avcot.eval convert --benchmark omnibench --src dataset/batch-5_1142_20240817.jsonl --out m.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from avcot.eval.loaders import BENCHMARKS
+
+
+def _model_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--ckpt", default=None, help="PEFT adapter dir, full checkpoint dir, or 'none' (base model only)")
+    ap.add_argument("--base", default="tiny", help="base model: 'tiny' (embedded, random init) or a checkpoint dir")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights dtype")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    ap.add_argument("--seed", type=int, default=0, help="tiny model init seed / random-video partner seed")
+    ap.add_argument("--data", required=True, help="manifest (JSONL or Parquet)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--batch-size", type=int, default=4, help="generation batch size (left-padded)")
+    ap.add_argument("--frame-size", type=int, default=112, help="square frame side, multiple of 28")
+    ap.add_argument("--max-seconds", type=float, default=30.0, help="clip length cap")
+    ap.add_argument("--use-audio-in-video", action="store_true", help="interleave audio with video frames")
+    ap.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m avcot.eval", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    cav = sub.add_parser("cavsr", help="CER of transcriptions under video ablations")
+    _model_args(cav)
+    cav.add_argument("--ablations", default="black,random,audio_only",
+                     help="comma list besides the true video: black, random, audio_only ('' = true video only)")
+    cav.add_argument("--prompt", default="avcot", choices=("avcot", "transcript"),
+                     help="instruction: avcot, or transcript for a w/o-AV-CoT adapter")
+    cav.add_argument("--max-new-tokens", type=int, default=256)
+    cav.add_argument("--num-frames", type=int, default=4, help="frames per clip (even)")
+    cav.add_argument("--t2s", action="store_true", help="traditional -> simplified before scoring")
+    cav.add_argument("--worst-k", type=int, default=10, help="rows in the worst-samples table")
+    mcq = sub.add_parser("mcq", help="accuracy per modality / difficulty, format-valid rate")
+    _model_args(mcq)
+    mcq.add_argument("--modalities", default="a,v,av", help="comma list of a, v, av")
+    mcq.add_argument("--max-new-tokens", type=int, default=512)
+    mcq.add_argument("--num-frames", type=int, default=8, help="frames per clip (even)")
+    conv = sub.add_parser("convert", help="public benchmark release -> our manifest JSONL")
+    conv.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    conv.add_argument("--src", required=True, help="the benchmark's annotation file (csv / json / jsonl)")
+    conv.add_argument("--out", required=True, help="manifest JSONL to write (rejects beside it)")
+    conv.add_argument("--root", default=None, help="dataset root the media paths are relative to")
+    return ap
+
+
+def _spec(args):
+    from avcot.eval.runner import ModelSpec
+
+    return ModelSpec(ckpt=args.ckpt, base=args.base, dtype=args.dtype, device=args.device, seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "convert":
+        from avcot.eval.loaders import convert
+
+        loaded = convert(args.benchmark, args.src, args.out, root=args.root)
+        print(f"{args.out}: {len(loaded.records)} rows, {len(loaded.rejects)} rejected")
+        return 0
+    if args.command == "cavsr":
+        from avcot.eval.cavsr import CavsrEvalSettings, parse_ablations, run_cavsr
+
+        result = run_cavsr(CavsrEvalSettings(
+            data=args.data, out=args.out, model=_spec(args), ablations=parse_ablations(args.ablations),
+            prompt=args.prompt, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            num_frames=args.num_frames, frame_size=args.frame_size, max_seconds=args.max_seconds,
+            use_audio_in_video=args.use_audio_in_video, t2s=args.t2s, seed=args.seed, worst_k=args.worst_k,
+            progress=not args.no_progress))
+    else:
+        from avcot.eval.mcq import McqEvalSettings, parse_modalities, run_mcq
+
+        result = run_mcq(McqEvalSettings(
+            data=args.data, out=args.out, model=_spec(args), modalities=parse_modalities(args.modalities),
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_frames=args.num_frames,
+            frame_size=args.frame_size, max_seconds=args.max_seconds, use_audio_in_video=args.use_audio_in_video,
+            progress=not args.no_progress))
+    print(f"report: {result.files.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
