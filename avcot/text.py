@@ -165,7 +165,10 @@ def tokenize_zh(s: str, *, t2s: bool = False) -> list[str]:
     tokens = _tokens_once(s)
     # NFKC can compose across removed punctuation (e + '.' + U+0301); iterate to a fixed point.
     for _ in range(4):
-        again = _tokens_once(join_tokens(tokens))
+        joined = join_tokens(tokens)
+        if unicodedata.is_normalized("NFKC", joined) and joined.lower() == joined:
+            break  # folding is the identity here, so re-tokenising gives the same tokens
+        again = _tokens_once(joined)
         if again == tokens:
             break
         tokens = again

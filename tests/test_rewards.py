@@ -55,8 +55,9 @@ def test_accuracy_reward_length_mismatch() -> None:
 
 def test_cer_reward() -> None:
     avcot = "Visual Cues:\n招牌\nTranscription:\n林冲对柴伯说"  # 2 of 6 wrong -> 1 - 1/3
-    assert cer_reward(["实验室", avcot, "完全不同的一句话啊", ""], references=["试验室", "林冲对差拨说", "差拨", "你好"]) \
-        == pytest.approx([2 / 3, 2 / 3, 0.0, 0.0])
+    completions = ["实验室", avcot, "完全不同的一句话啊", ""]
+    references = ["试验室", "林冲对差拨说", "差拨", "你好"]
+    assert cer_reward(completions, references=references) == pytest.approx([2 / 3, 2 / 3, 0.0, 0.0])
 
 
 def test_count_words() -> None:

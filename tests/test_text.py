@@ -120,3 +120,17 @@ def test_align_reconstructs_both_sides(a: str, b: str) -> None:
     rows = align(a, b)
     assert [r for r, _, op in rows if op != "ins"] == tokenize_zh(a)
     assert [h for _, h, op in rows if op != "del"] == tokenize_zh(b)
+
+
+def test_bench_core_smoke() -> None:
+    """bench/bench_core.py runs end to end on 200 rows and prints one line per stage."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "bench" / "bench_core.py"
+    out = subprocess.run([sys.executable, str(script), "--rows", "200"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    for stage in ("normalize+cer", "pinyin", "homophones", "parse_avcot", "parse_answer"):
+        line = next(row for row in out.splitlines() if row.startswith(stage))
+        assert line.split()[1] == "200" and float(line.split()[-1].replace(",", "")) > 0
