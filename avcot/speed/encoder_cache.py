@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from avcot.speed.embed import MODALITIES, MediaFeatures, MediaItem, encode_items, split_media, unwrap_thinker
@@ -116,7 +116,7 @@ class EncoderCache:
             return None
         try:
             t = load_file(str(path), device=str(device))["features"]
-        except (SafetensorsError, OSError, KeyError, RuntimeError):
+        except (SafetensorError, OSError, KeyError, RuntimeError):
             self.stats.repaired += 1
             return None
         if tuple(t.shape) != shape:

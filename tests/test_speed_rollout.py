@@ -1,0 +1,64 @@
+"""Static-cache rollout: greedy tokens equal HF generate's; G copies of a prompt decode alike; EOS pads."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avcot.generate import generate_ids
+from avcot.model import LoraSettings, apply_lora, load_thinker
+from avcot.speed.rollout import RolloutSettings, StaticDecoder, next_tokens
+from speed_fixtures import tiny_batch
+
+
+@pytest.fixture(scope="module")
+def policy():
+    model = apply_lora(load_thinker(seed=5), LoraSettings(dropout=0.0))
+    return model.eval()
+
+
+@pytest.mark.parametrize("use_audio_in_video", [False, True])
+def test_greedy_equals_hf_generate_and_groups_repeat(tiny_processor, policy, use_audio_in_video):
+    tok = tiny_processor.tokenizer
+    batch = tiny_batch(tiny_processor, side="left", with_target=False, use_audio_in_video=use_audio_in_video)
+    assert batch["attention_mask"][:, 0].tolist() == [1, 0]  # left-padded: rows of different lengths
+    ref = generate_ids(policy, batch, max_new_tokens=8, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                       pad_token_id=tok.pad_token_id)
+    dec = StaticDecoder(policy)
+    assert dec.compiled is False  # CPU: eager
+    ours = dec.rollout(batch, RolloutSettings(max_new_tokens=8, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                                              pad_token_id=tok.pad_token_id))
+    assert ours.tolist() == ref.tolist()
+    group = dec.rollout(batch, RolloutSettings(max_new_tokens=8, group_size=3, pad_token_id=tok.pad_token_id))
+    assert group.shape == (6, 8) and group.tolist() == ours.repeat_interleave(3, 0).tolist()
+
+
+def test_eos_stops_a_row_like_generate(tiny_processor, policy):
+    tok = tiny_processor.tokenizer
+    batch = tiny_batch(tiny_processor, side="left", with_target=False)
+    free = StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=6, pad_token_id=tok.pad_token_id))
+    eos = int(free[0, 2])  # make row 0's third token the EOS
+    ref = generate_ids(policy, batch, max_new_tokens=6, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+    ours = StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=6, eos_token_id=eos,
+                                                                pad_token_id=tok.pad_token_id))
+    assert ours[0].tolist() == free[0, :3].tolist() + [tok.pad_token_id] * 3
+    assert ours.tolist() == ref[:, :6].tolist()
+
+
+def test_next_tokens_greedy_top_p_and_seeded_sampling():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    greedy = RolloutSettings()
+    assert next_tokens(logits, greedy, None).tolist() == [1, 0]
+    # top_p 0.5: the top token alone already covers > 0.5 of the mass in both rows, so sampling is greedy
+    narrow = RolloutSettings(do_sample=True, top_p=0.5)
+    for seed in range(5):
+        assert next_tokens(logits, narrow, torch.Generator().manual_seed(seed)).tolist() == [1, 0]
+    wide = RolloutSettings(do_sample=True, temperature=10.0)
+    draws = [next_tokens(logits, wide, torch.Generator().manual_seed(s)).tolist() for s in range(40)]
+    assert draws[:5] == [next_tokens(logits, wide, torch.Generator().manual_seed(s)).tolist() for s in range(5)]
+    assert {d[0] for d in draws} == {0, 1, 2}  # hot temperature reaches every token
+
+
+def test_right_padded_prompts_are_refused(tiny_processor, policy):
+    batch = tiny_batch(tiny_processor, side="right", with_target=False)
+    with pytest.raises(ValueError, match="left-padded"):
+        StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=2))
