@@ -62,3 +62,21 @@ def test_right_padded_prompts_are_refused(tiny_processor, policy):
     batch = tiny_batch(tiny_processor, side="right", with_target=False)
     with pytest.raises(ValueError, match="left-padded"):
         StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=2))
+
+
+def test_sampling_and_prefix_match_the_grpo_sampler(tiny_processor, policy):
+    """Drop-in for lit_modules.rollout.sample_group: same tokens for the same generator, same prefix."""
+    grpo_rollout = pytest.importorskip("lit_modules.rollout")
+    tok = tiny_processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    batch = tiny_batch(tiny_processor, side="left", with_target=False)
+    theirs = grpo_rollout.sample_group(policy, batch, group_size=3, max_new_tokens=6, eos_token_id=eos,
+                                       pad_token_id=tok.pad_token_id, temperature=1.0,
+                                       generator=torch.Generator().manual_seed(0))
+    settings = RolloutSettings(max_new_tokens=6, group_size=3, do_sample=True, eos_token_id=eos,
+                               pad_token_id=tok.pad_token_id)
+    ids, pre = StaticDecoder(policy).rollout_with_prefill(batch, settings, generator=torch.Generator().manual_seed(0))
+    assert ids.tolist() == theirs.completion_ids.tolist()
+    assert torch.equal(pre.positions, theirs.prefix.positions)
+    assert torch.equal(pre.next_position, theirs.prefix.next_position)
+    torch.testing.assert_close(pre.embeds, theirs.prefix.embeds)

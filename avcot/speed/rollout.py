@@ -50,6 +50,8 @@ class Prefill:
     last_logits: torch.Tensor  # [B, V] fp32
     next_position: torch.Tensor  # [B] M-RoPE position of the first new token
     prompt_mask: torch.Tensor  # [B, P] 1 on real prompt tokens
+    embeds: torch.Tensor  # [B, P, H] prompt embeddings with the media features scattered in
+    positions: torch.Tensor  # [3, B, P] M-RoPE positions of the prompt
 
 
 @torch.no_grad()
@@ -68,7 +70,7 @@ def prefill(model, batch: dict, features: MediaFeatures | None = None) -> Prefil
                                        past_key_values=cache, use_cache=True)
     logits = thinker.lm_head(out.last_hidden_state[:, -1]).float()  # [B, V]
     next_position = positions.max(dim=0).values.max(dim=-1).values + 1  # [B]
-    return Prefill(cache, logits, next_position, mask)
+    return Prefill(cache, logits, next_position, mask, embeds, positions)
 
 
 def expand_to_static(thinker, pre: Prefill, group_size: int, max_new_tokens: int,
@@ -130,8 +132,20 @@ class StaticDecoder:
 
     @torch.no_grad()
     def rollout(self, batch: dict, settings: RolloutSettings, *, features: MediaFeatures | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """New token ids [B*G, max_new_tokens] for a left-padded batch (prompt-major rows)."""
+                generator: torch.Generator | None = None, sync_ranks: bool = False) -> torch.Tensor:
+        """New token ids [B*G, N <= max_new_tokens] for a left-padded batch (prompt-major rows)."""
+        return self.rollout_with_prefill(batch, settings, features=features, generator=generator,
+                                         sync_ranks=sync_ranks)[0]
+
+    @torch.no_grad()
+    def rollout_with_prefill(self, batch: dict, settings: RolloutSettings, *, features: MediaFeatures | None = None,
+                             generator: torch.Generator | None = None,
+                             sync_ranks: bool = False) -> tuple[torch.Tensor, Prefill]:
+        """(new ids [B*G, N], the prefill: prompt embeddings, mask, positions) for GRPO's update forward.
+
+        N is max_new_tokens, or less when every row ended with EOS before (checked every 16 steps;
+        with `sync_ranks` the stop is agreed across ranks by an all-reduce, for sharded models).
+        """
         g, n_new = settings.group_size, settings.max_new_tokens
         pre = prefill(self.thinker, batch, features)
         rows = pre.prompt_mask.shape[0] * g
@@ -154,7 +168,7 @@ class StaticDecoder:
             out[:, t] = tok
             if settings.eos_token_id is not None:
                 done |= tok == settings.eos_token_id
-                if t % 16 == 15 and bool(done.all()):  # a host sync: check only now and then
+                if t % 16 == 15 and _all_done(done, sync_ranks):  # a host sync: check only now and then
                     break
             if t == n_new - 1:
                 break
@@ -162,10 +176,20 @@ class StaticDecoder:
             logits = self.step(cache, tok.view(-1, 1), base_pos + t, key_mask)
             if self.compiled:
                 logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
-        return out
+        return out[:, : t + 1], pre
+
+
+def _all_done(done: torch.Tensor, sync_ranks: bool) -> bool:
+    if not sync_ranks:
+        return bool(done.all())
+    import torch.distributed as dist
+
+    flag = (~done).any().to(torch.int32).view(1)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag) == 0
 
 
 def rollout(model, batch: dict, settings: RolloutSettings, *, features: MediaFeatures | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """One-shot convenience: new ids [B*G, max_new_tokens]. Keep a `StaticDecoder` to reuse compiled graphs."""
+    """One-shot convenience: new ids [B*G, N]. Keep a `StaticDecoder` to reuse compiled graphs."""
     return StaticDecoder(model, settings.compile).rollout(batch, settings, features=features, generator=generator)
