@@ -30,6 +30,26 @@ from avcot.records import Generation
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only
 
 
+class GenerationBatch:
+    """The `Generation`s of one predict batch, iterable like a list.
+
+    Not a list/tuple on purpose: Lightning moves predict outputs to CPU with `apply_to_collection`,
+    which recurses into sequences and refuses frozen dataclasses; an opaque container passes through.
+    """
+
+    def __init__(self, items: tuple[Generation, ...]):
+        self.items = tuple(items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"GenerationBatch({list(self.items)!r})"
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     """LR multiplier: linear 0->1 over warmup_steps, then cosine 1->0 by total_steps (clamped at 0)."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -153,10 +173,10 @@ class SFTModule(L.LightningModule):
         self._last_step_time = None  # do not count validation/epoch boundaries as step time
 
     @torch.no_grad()
-    def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[Generation]:
+    def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> GenerationBatch:
         """Greedy generation for a left-padded batch without targets -> one `Generation` per row."""
         if batch is None:
-            return []
+            return GenerationBatch(())
         from avcot.generate import generate_texts
         from avcot.processor import load_processor
         from avcot.traces import extract_transcription
@@ -164,7 +184,8 @@ class SFTModule(L.LightningModule):
         if getattr(self, "_processor", None) is None:
             self._processor = load_processor(self.hparams.base)
         texts = generate_texts(self.model, self._processor, batch, max_new_tokens=self.hparams.max_new_tokens)
-        return [Generation(id=i, text=t, extracted=extract_transcription(t)) for i, t in zip(batch["ids"], texts)]
+        return GenerationBatch(tuple(Generation(id=i, text=t, extracted=extract_transcription(t))
+                                     for i, t in zip(batch["ids"], texts)))
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
