@@ -81,6 +81,15 @@ def expected_tokens(thinker, item: MediaItem) -> int:
     return int(item.grid.prod()) // thinker.model.visual.spatial_merge_size ** 2
 
 
+def media_keys(batch: dict) -> dict[str, list[str]]:
+    """Item keys of every media item in `batch`, by modality.
+
+    Hashing reads the media bytes on the host: call this where the batch is still on the CPU (in the
+    DataLoader's collate, e.g. into batch["meta"]["media_keys"]) and pass the result to `features`.
+    """
+    return {m: [item_key(it) for it in items] for m, items in split_media(batch).items()}
+
+
 def _atomic_save(tensor: torch.Tensor, path: Path, modality: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
@@ -124,19 +133,24 @@ class EncoderCache:
             return None
         return t
 
-    def features(self, model, batch: dict) -> MediaFeatures:
-        """Per-item tower outputs for `batch`, from disk where cached, computed (and stored) otherwise."""
+    def features(self, model, batch: dict, keys: dict[str, list[str]] | None = None) -> MediaFeatures:
+        """Per-item tower outputs for `batch`, from disk where cached, computed (and stored) otherwise.
+
+        `keys`: `media_keys(batch)` computed earlier on the CPU copy (saves a device-to-host copy + hash).
+        """
         thinker = unwrap_thinker(model)
         hidden = thinker.config.get_text_config().hidden_size
         device = thinker.model.get_input_embeddings().weight.device
         out: dict[str, tuple[torch.Tensor, ...]] = {}
         for modality, items in split_media(batch).items():
-            keys = [item_key(it) for it in items]
-            found = [self._load(k, device, (expected_tokens(thinker, it), hidden)) for k, it in zip(keys, items)]
+            mk = keys[modality] if keys is not None else [item_key(it) for it in items]
+            if len(mk) != len(items):
+                raise ValueError(f"{len(mk)} precomputed {modality} keys for {len(items)} {modality} items")
+            found = [self._load(k, device, (expected_tokens(thinker, it), hidden)) for k, it in zip(mk, items)]
             todo = [i for i, f in enumerate(found) if f is None]
             computed = encode_items(thinker, modality, [items[i] for i in todo])
             for i, feats in zip(todo, computed):
-                _atomic_save(feats, self.path_for(keys[i]), modality)
+                _atomic_save(feats, self.path_for(mk[i]), modality)
                 found[i] = feats
             self.stats.hits += len(items) - len(todo)
             self.stats.misses += len(todo)
