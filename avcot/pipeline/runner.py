@@ -69,10 +69,9 @@ def row_payload(row: Any) -> str:
 
 
 def error_source(row: Any, exc: BaseException) -> str:
-    """The file to blame: the media path for media errors, else the input file."""
-    if type(exc).__name__ == "MediaError":
-        return getattr(row, "video", None) or getattr(row, "audio", None) or getattr(row, "source", "")
-    return getattr(row, "source", "")
+    """The file to blame: the media file a media error names, else the input file."""
+    path = getattr(exc, "path", None) if type(exc).__name__ == "MediaError" else None
+    return str(path) if path else getattr(row, "source", "")
 
 
 def apply_stage(stage: Stage, factory: RoleFactory, item: WorkItem) -> Outcome:
