@@ -1,0 +1,70 @@
+"""LightningCLI entry point: configs parse, fit writes checkpoints + adapters, predict writes one line per clip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avcot.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = ("tiny", "vasr_7b_lora", "qlora_7b_single_gpu", "fsdp_7b")
+SYNTH = REPO / "tests" / "data" / "synth" / "manifest.jsonl"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_starts_with_its_command_and_parses(name, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = REPO / "configs" / f"{name}.yaml"
+    first = path.read_text().splitlines()[0]
+    assert first == f"# python -m avcot.cli fit --config configs/{name}.yaml"
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", f"configs/{name}.yaml", "--print_config"])
+    assert done.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"] == "lit_modules.sft.SFTModule"
+    assert cfg["data"]["class_path"] == "datamodules.cavsr.CavsrDataModule"
+
+
+def test_paper_hyperparameters_in_the_7b_config(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "configs/vasr_7b_lora.yaml", "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    m = cfg["model"]["init_args"]
+    assert (m["lora_r"], m["lora_alpha"], m["lora_dropout"], m["lr"]) == (8, 32, 0.05, 1e-4)
+    assert cfg["trainer"]["max_epochs"] == 3 and cfg["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_defaults_apply_without_class_path(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.lr", "0.003", "--data.train_manifest", str(SYNTH), "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"] == "lit_modules.sft.SFTModule" and cfg["model"]["init_args"]["lr"] == 0.003
+    assert cfg["data"]["init_args"]["train_manifest"] == str(SYNTH)
+
+
+def _overrides(tmp_path: Path) -> list[str]:
+    return ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--data.init_args.train_manifest", str(SYNTH), "--data.init_args.predict_manifest", str(SYNTH),
+            "--predictions.output_path", str(tmp_path / "predictions.jsonl")]
+
+
+def test_fit_then_predict_through_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cli = main(["fit", "--config", "configs/tiny.yaml", *_overrides(tmp_path), "--trainer.max_steps", "2",
+                "--trainer.limit_val_batches", "1"])
+    assert cli.trainer.global_step == 2
+    ckdir = tmp_path / "version_0" / "checkpoints"
+    assert len(list(ckdir.glob("*.ckpt"))) == 1
+    assert (ckdir / "adapter-last" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "version_0" / "config.yaml").is_file()
+    main(["predict", "--config", "configs/tiny.yaml", *_overrides(tmp_path / "p"),
+          "--model.init_args.adapter", str(ckdir / "adapter-last"), "--model.init_args.max_new_tokens", "3",
+          "--data.init_args.eval_batch_size", "6"])
+    lines = [json.loads(x) for x in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
+    want = [json.loads(x)["id"] for x in SYNTH.read_text().splitlines()]
+    assert [x["id"] for x in lines] == want
+    assert all(set(x) >= {"id", "text", "extracted"} and isinstance(x["text"], str) for x in lines)
