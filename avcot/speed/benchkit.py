@@ -146,8 +146,10 @@ class Emitter:
 
 
 def default_out(name: str) -> str:
-    """$OUT/<name> when $OUT is set (the GPU runner), else ./bench_out/<name>."""
-    return os.path.join(os.environ.get("OUT", "bench_out"), name)
+    """$OUT/<name> when $OUT is set (the GPU runner), else <tmp>/avcot_bench/<name> (never inside the repo)."""
+    import tempfile
+
+    return os.path.join(os.environ.get("OUT") or os.path.join(tempfile.gettempdir(), "avcot_bench"), name)
 
 
 def versions(dev: torch.device) -> dict:

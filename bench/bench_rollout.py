@@ -1,0 +1,126 @@
+"""Rollout decoding: our static-cache decoder vs HF `generate`, same model, same prompt, same process.
+
+    python bench/bench_rollout.py --size 7b --new 256
+
+Stock (as /work/shared/reference/hf_peft_baseline.py): `generate(max_new_tokens=N, min_new_tokens=N,
+do_sample=True)` on B left-padded prompts (B=1 and B=4), plus `num_return_sequences=G` on one prompt (what a
+GRPO loop on the stock stack does for a group). Ours: `StaticDecoder.rollout` (one prefill per prompt, cache
+expanded to G, static KV cache, decode step compiled with CUDA graphs on a GPU) for (B=1, G=1), (B=1, G=G),
+(B=4, G=1). Tokens/s = rows * N / seconds, prefill included on both sides. The first call of ours (compile +
+graph capture) is timed separately (stage=compile). A greedy agreement check (stage=check) compares our greedy
+tokens with HF greedy `generate` for --check-tokens tokens. JSON lines go to --out
+(default $OUT/bench_rollout_<size>.jsonl).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from avcot.chat import model_inputs  # noqa: E402
+from avcot.model import LoraSettings, apply_lora  # noqa: E402
+from avcot.speed import benchkit as bk  # noqa: E402
+from avcot.speed.embed import unwrap_thinker  # noqa: E402
+from avcot.speed.rollout import RolloutSettings, StaticDecoder  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=bk.SIZES, default="tiny", help="model + prompt shapes")
+    p.add_argument("--new", type=int, default=None, help="new tokens per completion (default 256; tiny 16)")
+    p.add_argument("--group", type=int, default=4, help="GRPO group size G")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="compile our decode step with mode=reduce-overhead (auto: on CUDA only)")
+    p.add_argument("--iters", type=int, default=2, help="timed calls per configuration")
+    p.add_argument("--check-tokens", type=int, default=None, help="greedy tokens compared with HF (default 32; tiny 8)")
+    p.add_argument("--no-stock", action="store_true", help="skip HF generate")
+    p.add_argument("--out", default=None, help="JSON-lines file (default $OUT/bench_rollout_<size>.jsonl)")
+    return p.parse_args(argv)
+
+
+def prompt_batch(model, size: str, bsz: int, dev) -> dict:
+    """A prompt-only batch (8 text tokens after the media, as the reference baseline's generate stage)."""
+    batch = bk.make_batch(unwrap_thinker(model), size, bsz, text_len=8)
+    batch.pop("labels")
+    return bk.to_device(batch, dev)
+
+
+def stock_generate(model, batch, new: int, rows_per_prompt: int):
+    def run():
+        model.generate(**model_inputs(batch, with_labels=False), max_new_tokens=new, min_new_tokens=new,
+                       do_sample=True, temperature=1.0, top_k=0, num_return_sequences=rows_per_prompt)
+    return run
+
+
+def ours_generate(decoder: StaticDecoder, batch, new: int, group: int, gen: torch.Generator):
+    settings = RolloutSettings(max_new_tokens=new, group_size=group, do_sample=True, temperature=1.0)
+
+    def run():
+        decoder.rollout(batch, settings, generator=gen)
+    return run
+
+
+def greedy_check(emit, model, decoder, batch, n: int) -> None:
+    """How many leading greedy tokens ours and HF's agree on (random-init weights: near-ties can flip in bf16)."""
+    with torch.no_grad():
+        ref = model.generate(**model_inputs(batch, with_labels=False), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False)[:, batch["input_ids"].shape[1]:]
+    ours = decoder.rollout(batch, RolloutSettings(max_new_tokens=n))
+    same = (ref == ours).long().cumprod(dim=1).sum(dim=1)  # leading agreement per row
+    emit(stage="check", tokens=n, leading_agreement=same.tolist(), exact=bool(torch.equal(ref, ours)))
+
+
+def measure(emit, dev, path: str, fn, *, iters: int, rows: int, new: int, **info) -> dict | None:
+    try:
+        bk.reset_peak(dev)
+        med, times = bk.timed(fn, dev, iters, warm=0)
+        return emit(stage="generate", path=path, secs=med, times=times, rows=rows, new_tokens=new,
+                    gen_tokens_per_s=rows * new / med, peak_gb=bk.peak_gb(dev), **info)
+    except Exception as e:  # noqa: BLE001 -- one failing configuration must not end the run
+        emit(stage="generate", path=path, rows=rows, error=repr(e)[:400], tb=traceback.format_exc()[-800:], **info)
+        return None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    dev = bk.device()
+    tiny = args.size == "tiny"
+    new = args.new or (16 if tiny else 256)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if dev.type == "cuda" else "float32"))
+    emit = bk.Emitter(args.out or bk.default_out(f"bench_rollout_{args.size}.jsonl"))
+    emit(stage="versions", **bk.versions(dev))
+    model = apply_lora(bk.build_thinker(args.size, dtype, dev), LoraSettings()).eval()
+    compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
+    decoder = StaticDecoder(model, compile=compile_flag)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    configs = [(1, 1), (1, args.group), (4, 1)]  # (prompts, completions per prompt)
+    batches = {b: prompt_batch(model, args.size, b, dev) for b in {1, 4}}
+    greedy_check(emit, model, decoder, batches[1], args.check_tokens or (8 if tiny else 32))
+    results = {}
+    for bsz, group in configs:
+        info = dict(size=args.size, prompts=bsz, group=group, prompt_len=int(batches[bsz]["input_ids"].shape[1]))
+        start = time.perf_counter()
+        ours_generate(decoder, batches[bsz], new, group, gen)()  # compile + capture for this shape
+        bk.sync(dev)
+        emit(stage="compile", path="ours", secs=time.perf_counter() - start, compiled=decoder.compiled, **info)
+        results[("ours", bsz, group)] = measure(emit, dev, "ours", ours_generate(decoder, batches[bsz], new, group, gen),
+                                                iters=args.iters, rows=bsz * group, new=new, **info)
+        if not args.no_stock:
+            stock_generate(model, batches[bsz], new, group)()  # warm-up, as ours
+            results[("stock", bsz, group)] = measure(emit, dev, "stock", stock_generate(model, batches[bsz], new, group),
+                                                     iters=args.iters, rows=bsz * group, new=new, **info)
+            ours, stock = results[("ours", bsz, group)], results[("stock", bsz, group)]
+            if ours and stock:
+                emit(stage="ratio", speedup=ours["gen_tokens_per_s"] / stock["gen_tokens_per_s"], **info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
