@@ -109,6 +109,29 @@ def _next_position(positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return real.amax(dim=(0, 2)) + 1  # [B]
 
 
+def prompt_only(batch: dict, pad_token_id: int) -> dict:
+    """A left-padded, prompt-only copy of a collated batch (drops SFT targets: label != -100); media kept.
+
+    Lets GRPO consume the same batches as SFT (right-padded prompt + target) as well as generation batches.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # [B, L]
+    labels = batch.get("labels")
+    keep = mask.bool() if labels is None else mask.bool() & (labels == -100)  # [B, L]
+    if labels is None and bool(mask[:, -1].all()):
+        return batch  # already left-padded (or unpadded) prompts
+    lengths = keep.sum(1)  # [B]
+    width = int(lengths.max())
+    new_ids = torch.full((ids.shape[0], width), pad_token_id, dtype=ids.dtype, device=ids.device)  # [B, P]
+    new_mask = torch.zeros((ids.shape[0], width), dtype=mask.dtype, device=mask.device)  # [B, P]
+    for i in range(ids.shape[0]):
+        n = int(lengths[i])
+        new_ids[i, width - n:] = ids[i][keep[i]]
+        new_mask[i, width - n:] = 1
+    out = {k: v for k, v in batch.items() if k != "labels"}
+    out.update(input_ids=new_ids, attention_mask=new_mask)
+    return out
+
+
 @torch.no_grad()
 def prefill(model, batch: dict):
     """Run the prompts once with their media; returns (Prefix, last-token logits [B, V], KV cache)."""
@@ -179,6 +202,19 @@ def sample_group(model, batch: dict, *, group_size: int, max_new_tokens: int, eo
             break
     ids = torch.stack(tokens, dim=1)  # [R, N]
     return Rollout(prefix, group_size, ids, completion_mask(ids, eos_token_id), torch.cat(embeds, dim=1))
+
+
+def select_prompts(rollout: Rollout, prompts: slice) -> Rollout:
+    """The sub-rollout of a contiguous range of prompts (with all G completions of each)."""
+    g = rollout.group_size
+    p = rollout.prefix
+    rows = slice(prompts.start * g, prompts.stop * g)
+    # Drop the left-padding columns these prompts share (padding for longer prompts elsewhere in the batch).
+    first = int(p.mask[prompts].any(0).long().argmax())
+    prefix = Prefix(p.embeds[prompts, first:], p.mask[prompts, first:], p.positions[:, prompts, first:],
+                    p.next_position[prompts])
+    return Rollout(prefix, g, rollout.completion_ids[rows], rollout.completion_mask[rows],
+                   rollout.completion_embeds[rows])
 
 
 def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:

@@ -1,0 +1,298 @@
+"""MCQ (AVRT) DataModule: manifest rows -> `McqItem` -> media -> student prompt -> encoded example -> batch.
+
+Manifest (Parquet or JSONL, the layout `avcot.synth --mcq` writes): id, question, options (2-4 strings, letter
+order), answer (letter), video / audio / image paths (relative = under the manifest's directory; a row with a
+video and no audio takes the video's own audio stream), optional trace (merged `<think>…</think><answer>X</answer>`),
+modality, difficulty.
+
+Targets: `target="trace"` trains on each row's merged trace (SFT cold start; rows without one are rejected);
+`target="none"` gives prompt-only, LEFT-padded batches for GRPO rollouts, eval and predict. Every batch
+carries `meta = {"answers": [...], "references": [...]}` (the gold letters) for `avcot.rewards.accuracy_reward`.
+
+`modality` drops streams for the per-modality evaluation: "a" removes video and image (audio kept, taken from the
+video when the row has no separate audio file), "v" removes audio, "av" keeps everything. Rows whose media are
+all dropped are still asked (text only): that is what the ablation measures.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from avcot.chat import Prompt, encode_example
+from avcot.records import LETTERS, McqItem, Reject
+from datamodules.common import (
+    BadRowPolicy,
+    EpochSeededSampler,
+    Example,
+    ExampleDataset,
+    MediaSettings,
+    RejectLog,
+    RowCounts,
+    collate_examples,
+    load_av,
+    read_manifest,
+    reject_or_raise,
+    resolve_media,
+    row_label,
+    split_rows,
+    validate_rows,
+)
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("id", "question", "options", "answer")
+Modality = Literal["av", "a", "v"]
+Target = Literal["trace", "none"]
+
+
+def item_from_row(row: dict, base_dir: Path) -> McqItem:
+    """A manifest row as an `McqItem` (media paths absolute); ValueError saying what is wrong."""
+    options = row.get("options")
+    if not isinstance(options, (list, tuple)) or not 2 <= len(options) <= len(LETTERS):
+        raise ValueError(f"options must be a list of 2..{len(LETTERS)} strings, got {options!r}")
+    if not all(isinstance(o, str) and o.strip() for o in options):
+        raise ValueError(f"every option must be a non-empty string, got {options!r}")
+    answer = str(row.get("answer") or "").strip().upper()
+    if answer not in LETTERS[:len(options)]:
+        raise ValueError(f"answer must be one of {LETTERS[:len(options)]}, got {row.get('answer')!r}")
+    trace = row.get("trace")
+    return McqItem(
+        id=str(row["id"]), question=row["question"], options=tuple(options), answer=answer,
+        video=resolve_media(row.get("video"), base_dir), audio=resolve_media(row.get("audio"), base_dir),
+        image=resolve_media(row.get("image"), base_dir),
+        trace=trace if isinstance(trace, str) and trace.strip() else None,
+        modality=str(row.get("modality") or "av"), difficulty=row.get("difficulty"),
+    )
+
+
+def drop_streams(item: McqItem, modality: Modality) -> McqItem:
+    """The item with the streams `modality` excludes removed ('a': no video/image; 'v': no audio)."""
+    from dataclasses import replace
+
+    if modality == "av":
+        return item
+    if modality == "a":
+        # Audio-only: keep the soundtrack of the video as the audio file, drop the pictures.
+        return replace(item, video=None, image=None, audio=item.audio or item.video)
+    if modality == "v":
+        return replace(item, audio=None)
+    raise ValueError(f"modality must be 'av', 'a' or 'v', got {modality!r}")
+
+
+def target_text(item: McqItem, target: Target) -> str | None:
+    """The assistant turn: the merged trace ('trace'), nothing ('none'); ValueError if the row lacks it."""
+    if target == "none":
+        return None
+    if target == "trace":
+        if item.trace is None:
+            raise ValueError("target='trace' but the row has no merged trace")
+        return item.trace
+    raise ValueError(f"target must be 'trace' or 'none', got {target!r}")
+
+
+def load_image(path: str, size: int) -> np.ndarray:
+    """uint8 [size, size, 3] RGB image (resized square, size a multiple of 28)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.uint8)
+
+
+def mcq_prompt_for(item: McqItem, settings: MediaSettings, modality: Modality) -> Prompt:
+    """Decode the item's remaining streams (after `modality` dropping) into the AVRT student prompt."""
+    from avcot.prompts import SYSTEM_PROMPT, mcq_student_prompt
+
+    item = drop_streams(item, modality)
+    frames, audio, fps = (None, None, 2.0)
+    if item.video is not None or item.audio is not None:
+        frames, audio, fps = load_av(item.video, item.audio, settings)
+    if modality == "v":
+        audio = None  # load_av reads the video's soundtrack when there is no audio file
+    image = load_image(item.image, settings.frame_size) if item.image is not None else None
+    return Prompt(instruction=mcq_student_prompt(item.question, item.options), system=SYSTEM_PROMPT,
+                  video=frames, audio=audio, image=image, fps=fps)
+
+
+def build_example(item: McqItem, *, processor, target: Target, settings: MediaSettings, modality: Modality,
+                  use_audio_in_video: bool) -> Example:
+    """One `Example` for `item`; `reference` is the gold letter."""
+    prompt = mcq_prompt_for(item, settings, modality)
+    enc = encode_example(processor, prompt, target_text(item, target), use_audio_in_video=use_audio_in_video)
+    return Example(id=item.id, encoded=enc, reference=item.answer)
+
+
+def collate_mcq(items, pad_id: int, *, padding_side: str) -> dict | None:
+    """`collate_examples` plus the gold letters as meta["answers"] (what accuracy_reward reads)."""
+    batch = collate_examples(items, pad_id, padding_side=padding_side)
+    if batch is not None:
+        batch["meta"]["answers"] = list(batch["meta"]["references"])
+    return batch
+
+
+def prepare_items(path: str | Path, *, target: Target, policy: BadRowPolicy,
+                  rejects: RejectLog | None) -> tuple[list[tuple[dict, McqItem]], RowCounts]:
+    """Read + validate an MCQ manifest: the (row, item) pairs that passed, and the row counts."""
+    path = Path(path).expanduser().resolve()
+    source = str(path)
+    rows = read_manifest(path)
+    before = rejects.count if rejects is not None else 0
+    good = validate_rows(rows, required=REQUIRED_COLUMNS, text_fields=("question",), source=source,
+                         policy=policy, rejects=rejects)
+    kept: list[tuple[dict, McqItem]] = []
+    for i, row in enumerate(good):
+        try:
+            item = item_from_row(row, path.parent)
+            target_text(item, target)
+            missing = [p for p in (item.video, item.audio, item.image) if p is not None and not Path(p).is_file()]
+            if missing:
+                raise ValueError(f"media file {missing[0]!r} does not exist")
+        except ValueError as e:
+            reject_or_raise(Reject(row_label(row, i), "manifest", str(e), source), policy, rejects)
+            continue
+        kept.append((row, item))
+    rejected = (rejects.count - before) if rejects is not None else len(rows) - len(kept)
+    counts = RowCounts(rows_in=len(rows), rows_used=len(kept), rows_rejected=rejected)
+    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d", source, *counts.__dict__.values())
+    return kept, counts
+
+
+class McqDataModule(L.LightningDataModule):
+    """AVRT multiple-choice questions for the SFT cold start (merged traces), GRPO and per-modality eval."""
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        processor: str = "tiny",
+        target: Target = "trace",
+        modality: Modality = "av",
+        val_fraction: float = 0.0,
+        split_column: str | None = None,
+        seed: int = 0,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_frames: int = 4,
+        frame_size: int = 112,
+        max_seconds: float = 30.0,
+        use_audio_in_video: bool = False,
+        on_bad_row: BadRowPolicy = "skip",
+        rejects_path: str | None = None,
+    ):
+        """
+        Args:
+            train_manifest: Parquet/JSONL MCQ manifest for training.
+            val_manifest: Manifest for validation; when None, `val_fraction` of the train rows is held out.
+            test_manifest: Manifest for `test` and `predict` (falls back to the validation rows).
+            processor: "tiny" or a Qwen2.5-Omni checkpoint directory; must match the model's base.
+            target: "trace" = merged <think>/<answer> trace as the SFT target; "none" = prompt-only, left-padded
+                batches (GRPO rollouts, eval).
+            modality: "av" keeps all streams; "a" drops video/image; "v" drops audio (per-modality eval).
+            val_fraction: Fraction of train rows (or groups) held out when no val_manifest is given.
+            split_column: Column kept on one side of the split (e.g. the source clip); ignored when absent.
+            seed: Seed of the split and the per-epoch shuffle.
+            batch_size: Training batch size per device (prompts, for GRPO).
+            eval_batch_size: Batch size for val/test/predict (defaults to batch_size).
+            num_workers: DataLoader workers decoding media.
+            num_frames: Frames sampled uniformly per clip (even; the AVRT teachers use 8).
+            frame_size: Square frame side in pixels (multiple of 28).
+            max_seconds: Clip length cap (the AVRT audio teacher hears 10 s).
+            use_audio_in_video: Interleave the video's audio with its frames (Qwen2.5-Omni layout).
+            on_bad_row: "skip" writes rejects and carries on; "error" raises naming the manifest file and row.
+            rejects_path: Rejects JSONL; default `<trainer log dir>/rejects.jsonl`.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if modality not in ("av", "a", "v"):
+            raise ValueError(f"modality must be 'av', 'a' or 'v', got {modality!r}")
+        if target not in ("trace", "none"):
+            raise ValueError(f"target must be 'trace' or 'none', got {target!r}")
+        self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds)
+        self.counts: dict[str, RowCounts] = {}
+        self.datasets: dict[str, ExampleDataset] = {}
+        self._processor = None
+        self._rejects: RejectLog | None = None
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            from avcot.processor import load_processor
+
+            self._processor = load_processor(self.hparams.processor)
+        return self._processor
+
+    @property
+    def rejects(self) -> RejectLog:
+        if self._rejects is None:
+            path = self.hparams.rejects_path
+            if path is None and self.trainer is not None:
+                path = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "rejects.jsonl")
+            self._rejects = RejectLog(path)
+        return self._rejects
+
+    def _items(self, path: str, target: Target) -> list[tuple[dict, McqItem]]:
+        kept, counts = prepare_items(path, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
+        self.counts[str(Path(path).expanduser().resolve())] = counts
+        return kept
+
+    def _dataset(self, pairs: list[tuple[dict, McqItem]], source: str, target: Target) -> ExampleDataset:
+        hp = self.hparams
+        items = {it.id: it for _, it in pairs}
+        build = partial(_build_from_row, items=items, processor=self.processor, target=target, settings=self.media,
+                        modality=hp.modality, use_audio_in_video=hp.use_audio_in_video)
+        return ExampleDataset([r for r, _ in pairs], build, source=source, policy=hp.on_bad_row, rejects=self.rejects)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
+            pairs = self._items(hp.train_manifest, hp.target)
+            if hp.val_manifest:
+                train, val = pairs, self._items(hp.val_manifest, hp.target)
+            else:
+                tr, va = split_rows([dict(r, id=it.id) for r, it in pairs], hp.val_fraction, hp.seed, hp.split_column)
+                va_ids = {r["id"] for r in va}
+                train = [p for p in pairs if p[1].id not in va_ids]
+                val = [p for p in pairs if p[1].id in va_ids]
+            self.datasets["train"] = self._dataset(train, hp.train_manifest, hp.target)
+            self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest, hp.target)
+        if stage in ("test", "predict") and stage not in self.datasets:
+            path = hp.test_manifest or hp.val_manifest
+            if not path:
+                raise ValueError(f"{stage} needs a manifest: set data.test_manifest in the config")
+            # Evaluation always generates: prompt-only, left-padded.
+            self.datasets[stage] = self._dataset(self._items(path, "none"), path, "none")
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} dataset: call setup() with the matching stage first")
+        ds = self.datasets[split]
+        hp = self.hparams
+        prompt_only = split in ("test", "predict") or hp.target == "none"
+        bs = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
+        collate = partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
+                          padding_side="left" if prompt_only else "right")
+        return DataLoader(ds, batch_size=bs, num_workers=hp.num_workers, collate_fn=collate,
+                          sampler=EpochSeededSampler(len(ds), seed=hp.seed, shuffle=shuffle))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+
+def _build_from_row(row: dict, *, items: dict[str, McqItem], **kwargs) -> Example:
+    return build_example(items[str(row["id"])], **kwargs)

@@ -1,0 +1,350 @@
+"""GRPO on the Qwen2.5-Omni thinker with audio-visual prompts (AVRT MCQ, CAVSR transcription).
+
+One training step, for a batch of B left-padded prompts:
+1. rollout (`lit_modules.rollout.sample_group`): each prompt's media are encoded and prefilled once, the KV
+   cache is repeated G times and G completions are sampled (LoRA on, dropout off);
+2. rewards: a weighted sum of reward functions named by dotted path (`avcot.rewards.*`), called TRL-style as
+   `f(completions, **meta)` where `meta` holds the batch's per-prompt fields (e.g. `answers`, `references`)
+   repeated G times; `avcot.grpo.group_advantages` normalises them per group;
+3. reference log-probs from the same weights with the adapter disabled (`model.disable_adapter()`), no copy;
+4. `num_iterations` policy updates (manual optimisation) of `avcot.grpo.grpo_loss` (clipped surrogate, eps 0.2,
+   k3 KL, beta 0.01); with one iteration old_logp = logp.detach(), as TRL. The update forward takes the
+   prompt's merged embeddings captured at prefill, so the encoders run once per prompt per step.
+
+Distributed. DDP: plain; Lightning prepares the reducer before every manual backward. FSDP2 (Lightning
+`ModelParallelStrategy`): `configure_model` applies `fully_shard` to each decoder layer and to the whole
+model. Sampling runs through the sharded model's own forward; the parameters are gathered once for the
+whole rollout (`set_reshard_after_forward(False)` + `unshard()`), then resharded, and the decode loop stops
+only when every rank is done so all ranks run the same number of forwards.
+
+Departures from the AVRT paper: none in the objective. Beyond it: several updates per batch and a token-level
+loss reduction are options; the LoRA dropout is kept in the update forward (set `lora.dropout: 0` for an exact
+ratio of 1 at the first update, which only matters with `num_iterations > 1`).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+
+from avcot.generate import decode
+from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_logprobs
+from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker
+from avcot.processor import load_processor
+from avcot.rewards import combine_rewards, format_reward, reward_name
+from lit_modules.rollout import (
+    Rollout,
+    completion_logits,
+    prompt_only,
+    sample_group,
+    select_prompts,
+    thinker_of,
+)
+
+DEFAULT_REWARDS = ("avcot.rewards.format_reward", "avcot.rewards.accuracy_reward")
+
+
+def resolve_reward(dotted: str) -> Callable[..., list[float]]:
+    """Import a reward function from its dotted path ('package.module.function')."""
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise ValueError(f"reward {dotted!r} must be a dotted path like 'avcot.rewards.format_reward'")
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import reward {dotted!r}: {e}") from e
+    if not callable(func):
+        raise ValueError(f"reward {dotted!r} is not callable")
+    return func
+
+
+def repeat_meta(meta: dict, num_prompts: int, group_size: int) -> dict[str, list]:
+    """Per-prompt list fields of a batch, each value repeated for the G completions of its prompt."""
+    out: dict[str, list] = {}
+    for key, values in (meta or {}).items():
+        if isinstance(values, (list, tuple)) and len(values) == num_prompts:
+            out[key] = [v for v in values for _ in range(group_size)]
+    return out
+
+
+def microbatch_weight(mask: torch.Tensor, rows: slice, loss_type: LossType) -> float:
+    """Share of the whole batch's loss carried by `rows`, so micro-batch losses add up to the full one."""
+    if loss_type == "grpo":  # mean over sequences
+        return (rows.stop - rows.start) / mask.shape[0]
+    return float(mask[rows].sum() / mask.sum().clamp(min=1))  # mean over all tokens
+
+
+class GrpoModule(L.LightningModule):
+    """GRPO with LoRA on the Qwen2.5-Omni thinker; reference = the same model with the adapter disabled."""
+
+    def __init__(
+        self,
+        base: str = "tiny",
+        adapter: str | None = None,
+        lora: LoraSettings = LoraSettings(),
+        dtype: str = "float32",
+        quantization: str = "none",
+        rewards: Sequence[str] = DEFAULT_REWARDS,
+        reward_weights: Sequence[float] | None = None,
+        group_size: int = 4,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        clip_eps: float = 0.2,
+        beta: float = 0.01,
+        loss_type: LossType = "grpo",
+        num_iterations: int = 1,
+        micro_batch_prompts: int = 1,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        max_grad_norm: float | None = 1.0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            base: 'tiny' (embedded random test model) or a Qwen2.5-Omni checkpoint directory.
+            adapter: SFT LoRA adapter directory to start from (trainable); None adds a fresh LoRA (`lora`).
+            lora: settings of the fresh adapter when `adapter` is None.
+            dtype: float32 | bfloat16 | float16 weights.
+            quantization: none | nf4 (QLoRA base).
+            rewards: dotted paths of reward functions `(completions, **meta) -> list[float]`.
+            reward_weights: one weight per reward (default all 1).
+            group_size: completions sampled per prompt (G).
+            max_new_tokens: longest completion.
+            temperature: sampling temperature (also divides the logits of the loss, as TRL).
+            clip_eps: PPO clip range epsilon.
+            beta: weight of the k3 KL to the reference (adapter disabled); 0 skips the reference forward.
+            loss_type: 'grpo' (per-sequence token mean, then mean) or 'token' (one mean over all tokens).
+            num_iterations: policy updates per sampled batch (mu); 1 = on-policy.
+            micro_batch_prompts: prompts (x G completions) per update forward; gradients accumulate.
+            lr: AdamW learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_steps: linear warm-up optimizer steps, constant after.
+            max_grad_norm: gradient clipping norm (None: off).
+            seed: sampling seed (each rank adds its rank).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.reward_funcs = [resolve_reward(r) for r in rewards]
+        weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(self.reward_funcs)} rewards but {len(weights)} reward_weights")
+        self.reward_weights = weights
+        if group_size < 2:
+            raise ValueError(f"group_size must be >= 2 for group-normalised advantages, got {group_size}")
+        if num_iterations < 1 or micro_batch_prompts < 1:
+            raise ValueError("num_iterations and micro_batch_prompts must be >= 1")
+        self.processor = load_processor(base)
+        tok = self.processor.tokenizer
+        self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        self.model = None
+        self._generator: torch.Generator | None = None
+
+    # ---- model -------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Build the thinker + LoRA (here so FSDP can shard it); shard when a device mesh is given."""
+        if self.model is not None:
+            return
+        h = self.hparams
+        model = load_thinker(h.base, dtype=h.dtype, quantization=h.quantization)
+        if h.adapter:
+            model = load_adapter(model, h.adapter, trainable=True)
+        else:
+            model = apply_lora(model, h.lora)
+        freeze_encoders(thinker_of(model))
+        if self.device_mesh is not None:
+            shard_fsdp2(model, self.device_mesh)
+        self.model = model
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warm = max(self.hparams.warmup_steps, 0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        return [opt], [sched]
+
+    # ---- losses ------------------------------------------------------------------------------------------
+    def policy_loss(self, logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None,
+                    advantages: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, GrpoStats]:
+        """The GRPO objective with this module's settings (clip, beta, reduction); [N, L] inputs, [N] adv."""
+        h = self.hparams
+        return grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=h.clip_eps, beta=h.beta,
+                         loss_type=h.loss_type)
+
+    def completion_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        """Per-token log-probs [R, N] of the sampled completions under the current model state."""
+        logits = completion_logits(self.model, rollout, temperature=self.hparams.temperature)
+        return token_logprobs(logits, rollout.completion_ids)
+
+    @torch.no_grad()
+    def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        """Per-token log-probs [R, N] with the LoRA adapter disabled (the frozen base = reference policy)."""
+        with self.model.disable_adapter():
+            return self.completion_logprobs(rollout)
+
+    # ---- rewards -----------------------------------------------------------------------------------------
+    def score(self, texts: list[str], meta: dict) -> tuple[torch.Tensor, dict[str, list[float]]]:
+        """Weighted reward per completion [R] and each reward function's raw values."""
+        total, per_func = combine_rewards(list(zip(self.reward_funcs, self.reward_weights)), texts, **meta)
+        return torch.tensor(total, dtype=torch.float32), per_func
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        h = self.hparams
+        if batch is None:  # every row of this batch was rejected (recorded in rejects.jsonl)
+            return None
+        batch = prompt_only(batch, self.pad_id)
+        num_prompts = batch["input_ids"].shape[0]
+        start = time.perf_counter()
+        rollout = self._rollout(batch)
+        rollout_s = time.perf_counter() - start
+        texts = decode(self.processor, rollout.completion_ids)
+        rewards, per_func = self.score(texts, repeat_meta(batch.get("meta", {}), num_prompts, h.group_size))
+        advantages = group_advantages(rewards, h.group_size).to(self.device)  # [R]
+        start = time.perf_counter()
+        ref, old = self._frozen_logprobs(rollout, num_prompts)
+        stats = [self._update(rollout, advantages, ref, old, num_prompts) for _ in range(h.num_iterations)]
+        update_s = time.perf_counter() - start
+        self._log_step(rewards, per_func, advantages, texts, rollout, stats[-1], rollout_s, update_s)
+
+    def _rollout(self, batch: dict) -> Rollout:
+        h = self.hparams
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
+        was_training = self.model.training
+        self.model.eval()  # no LoRA dropout while sampling
+        try:
+            with gathered_for_generation(self.model):
+                return sample_group(self.model, batch, group_size=h.group_size, max_new_tokens=h.max_new_tokens,
+                                    eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=h.temperature,
+                                    generator=self._generator, sync_ranks=self.trainer.world_size > 1)
+        finally:
+            self.model.train(was_training)
+            freeze_encoders(thinker_of(self.model))
+
+    def _chunks(self, num_prompts: int) -> list[tuple[slice, slice]]:
+        """(prompt slice, completion-row slice) per update micro-batch."""
+        g, m = self.hparams.group_size, self.hparams.micro_batch_prompts
+        return [(slice(i, min(i + m, num_prompts)), slice(i * g, min(i + m, num_prompts) * g))
+                for i in range(0, num_prompts, m)]
+
+    @torch.no_grad()
+    def _frozen_logprobs(self, rollout: Rollout, num_prompts: int):
+        """Reference log-probs (beta > 0) and old policy log-probs (num_iterations > 1), per micro-batch."""
+        h = self.hparams
+        ref = old = None
+        if h.beta != 0.0:
+            ref = torch.cat([self.reference_logprobs(select_prompts(rollout, p)) for p, _ in self._chunks(num_prompts)])
+        if h.num_iterations > 1:
+            old = torch.cat([self.completion_logprobs(select_prompts(rollout, p)) for p, _ in self._chunks(num_prompts)])
+        return ref, old
+
+    def _update(self, rollout: Rollout, advantages, ref, old, num_prompts: int) -> GrpoStats:
+        """One optimizer step over all completions, accumulating micro-batch gradients."""
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        mask = rollout.completion_mask.float()  # [R, N]
+        stats: list[tuple[GrpoStats, float]] = []
+        for prompts, rows in self._chunks(num_prompts):
+            part = select_prompts(rollout, prompts)
+            logp = self.completion_logprobs(part)  # [r, N]
+            loss, st = self.policy_loss(logp, None if old is None else old[rows], None if ref is None else ref[rows],
+                                        advantages[rows], mask[rows])
+            weight = microbatch_weight(mask, rows, self.hparams.loss_type)
+            self.manual_backward(loss * weight)
+            stats.append((st, weight))
+        if self.hparams.max_grad_norm is not None:
+            clip_grad_norm([p for p in self.model.parameters() if p.requires_grad], self.hparams.max_grad_norm)
+        opt.step()
+        sched.step()
+        return merge_stats(stats)
+
+    def _log_step(self, rewards, per_func, advantages, texts, rollout: Rollout, st: GrpoStats,
+                  rollout_s: float, update_s: float) -> None:
+        h = self.hparams
+        lengths = rollout.completion_mask.sum(1).float()  # [R]
+        logs = {"reward/mean": rewards.mean(), "reward/std": rewards.std(),
+                "advantage/std": advantages.float().std(), "kl": st.kl_mean, "clip_fraction": st.clip_fraction,
+                "loss": st.loss, "policy_loss": st.policy_loss, "ratio/max": st.ratio_max,
+                "completion/length": lengths.mean(), "completion/format_valid": sum(format_reward(texts)) / len(texts),
+                "tokens_per_s/rollout": rollout.num_tokens / max(rollout_s, 1e-9),
+                "tokens_per_s/update": h.num_iterations * rollout.num_tokens / max(update_s, 1e-9)}
+        for name, values in per_func.items():
+            vals = torch.tensor(values)
+            logs[f"reward/{name}/mean"] = vals.mean()
+            logs[f"reward/{name}/std"] = vals.std()
+        logs = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device) for k, v in logs.items()}
+        self.log_dict(logs, on_step=True, prog_bar=False, batch_size=len(texts), sync_dist=False)
+        self.log("reward", logs["reward/mean"], prog_bar=True, batch_size=len(texts))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Greedy completion per prompt, scored with the same rewards (logged as val/reward*)."""
+        h = self.hparams
+        batch = prompt_only(batch, self.pad_id)
+        with gathered_for_generation(self.model):
+            rollout = sample_group(self.model, batch, group_size=1, max_new_tokens=h.max_new_tokens,
+                                   eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=0.0,
+                                   sync_ranks=self.trainer.world_size > 1)
+        texts = decode(self.processor, rollout.completion_ids)
+        rewards, per_func = self.score(texts, repeat_meta(batch.get("meta", {}), len(texts), 1))
+        self.log("val/reward", rewards.mean().to(self.device), batch_size=len(texts), sync_dist=True)
+        for name, values in per_func.items():
+            self.log(f"val/{name}", torch.tensor(values).mean().to(self.device), batch_size=len(texts), sync_dist=True)
+
+
+def merge_stats(parts: list[tuple[GrpoStats, float]]) -> GrpoStats:
+    """Combine micro-batch stats: losses by their weights, token means by token counts."""
+    tokens = sum(s.tokens for s, _ in parts) or 1
+
+    def by_tokens(attr: str) -> float:
+        return sum(getattr(s, attr) * s.tokens for s, _ in parts) / tokens
+
+    return GrpoStats(
+        loss=sum(s.loss * w for s, w in parts), policy_loss=sum(s.policy_loss * w for s, w in parts),
+        kl_mean=by_tokens("kl_mean"), clip_fraction=by_tokens("clip_fraction"), ratio_mean=by_tokens("ratio_mean"),
+        ratio_max=max(s.ratio_max for s, _ in parts), advantage_mean=sum(s.advantage_mean for s, _ in parts) / len(parts),
+        tokens=sum(s.tokens for s, _ in parts),
+    )
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Clip by global norm; works for plain and FSDP2 (DTensor) gradients alike."""
+    grads = [p for p in params if p.grad is not None]
+    if grads:
+        torch.nn.utils.clip_grad_norm_(grads, max_norm)
+
+
+def shard_fsdp2(model, mesh) -> None:
+    """FSDP2: each language-model decoder layer is its own unit, the rest (encoders, embeddings) the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+    for layer in thinker_of(model).model.language_model.layers:
+        fully_shard(layer, mesh=dp_mesh)
+    fully_shard(model, mesh=dp_mesh)
+
+
+@contextlib.contextmanager
+def gathered_for_generation(model):
+    """Under FSDP2, gather each layer once for the whole decode loop (not once per token); else a no-op.
+
+    The root unit is left alone: FSDP2 already keeps the root's parameters gathered after its forward.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule) and m is not model]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(True, recurse=False)
+            unit.reshard()
