@@ -118,7 +118,8 @@ def _transcribe_tab(loaded: LoadedModel, policy: UploadPolicy, media: MediaSetti
                 ao_text = gr.Textbox(label="Transcription without the picture", interactive=False,
                                      elem_id="tr-ao-transcription")
                 changes = gr.HighlightedText(label="What the video changed (tokens of the audio-visual "
-                                             "transcription that differ)", show_legend=False)
+                                             "transcription that differ)", show_legend=True, show_inline_category=False,
+                                            combine_adjacent=True)
                 ao_cer = gr.Textbox(label="Audio-only CER", interactive=False)
             with gr.Accordion("Raw model output", open=False):
                 raw = gr.Textbox(label="Raw output", interactive=False, lines=6, elem_id="tr-raw")

@@ -81,7 +81,9 @@ def check_content(path: Path, kind: Kind) -> None:
     try:
         info = probe(path)
     except MediaError as e:
-        raise UploadError(f"{path.name!r} could not be read as {kind}: {e}") from None
+        # the decoder's message names the full upload path; the user only needs the file name
+        detail = str(e).replace(str(path), path.name)
+        raise UploadError(f"{path.name!r} could not be read as {kind}: {detail}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure means "not a media file" to the user
         raise UploadError(f"{path.name!r} could not be read as {kind} ({type(e).__name__})") from None
     has = info.has_video if kind == "video" else info.has_audio

@@ -89,7 +89,7 @@ def qa_status(result: QaResult) -> str:
     return f"done: the model answers {result.answer}."
 
 
-def load_examples(examples_dir: Path | None, limit: int = 6) -> list[Example]:
+def load_examples(examples_dir: Path | None, limit: int = 4) -> list[Example]:
     """Clips listed in `examples_dir/manifest.jsonl` (+ first MCQ per video from mcq.jsonl); [] if absent."""
     if examples_dir is None or not (examples_dir / "manifest.jsonl").is_file():
         return []
