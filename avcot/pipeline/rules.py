@@ -119,7 +119,8 @@ class RuleCaptioner:
         light = "bright" if brightness > 0.6 else "dim" if brightness < 0.3 else "evenly lit"
         still = "a static shot" if motion < 2.0 else "a moving shot"
         layout = f"mostly {top}" if top == bottom else f"{top} in the upper half and {bottom} below"
-        return f"A {light} scene, {layout}, {still}."
+        article = "An" if light[0] in "aeiou" else "A"
+        return f"{article} {light} scene, {layout}, {still}."
 
 
 def _chosen(request: AnnotationRequest) -> tuple[HomophoneCandidates | None, str]:
