@@ -35,6 +35,9 @@ class FakeServer:
         self.default_reply = "ok"
         self.stamps: list[float] = []
         self.echo_error = False
+        self.delay = 0.0
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +68,12 @@ class FakeServer:
                 if server.failures:
                     code = server.failures.pop(0)
                     return self._send(code, {"error": f"scripted {code}"}, {"Retry-After": "0"})
+                with server.lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                time.sleep(server.delay)
+                with server.lock:
+                    server.in_flight -= 1
                 reply = server.replies.pop(0) if server.replies else server.default_reply
                 self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
@@ -181,6 +190,21 @@ def test_async_chat_retries_too(server, client):
     server.replies = ["async ok"]
     assert asyncio.run(client.achat([Message("user", (TextPart("x"),))])) == "async ok"
     assert len(server.requests) == 2
+
+
+def test_async_concurrency_cap(server, monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    c = OpenAIChat(EndpointConfig(base_url=server.url, model="m", api_key_env=ENV, max_concurrency=2))
+    msgs = [Message("user", (TextPart("x"),))]
+    server.delay = 0.1
+
+    async def many():
+        return await asyncio.gather(*(c.achat(msgs) for _ in range(6)))
+
+    assert asyncio.run(many()) == ["ok"] * 6
+    assert asyncio.run(c.achat(msgs)) == "ok"  # a second event loop gets its own semaphore
+    assert len(server.requests) == 7 and server.max_in_flight == 2  # never more than the cap at once
+    c.close()
 
 
 def test_rate_limit_spaces_requests(server, monkeypatch):

@@ -17,6 +17,7 @@ import base64
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,8 @@ class OpenAIChat:
         self._url = cfg.base_url.rstrip("/") + "/chat/completions"
         self._limiter = RateLimiter(cfg.requests_per_second)
         self._slots = threading.BoundedSemaphore(max(1, cfg.max_concurrency))
+        # asyncio semaphores belong to one event loop: one per loop that calls achat
+        self._aslots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._client = httpx.Client(timeout=cfg.timeout_s, transport=transport)
 
     @staticmethod
@@ -146,6 +149,13 @@ class OpenAIChat:
 
     def __repr__(self) -> str:
         return f"OpenAIChat({self.identity!r})"
+
+    def _async_slots(self) -> asyncio.Semaphore:
+        """The concurrency cap for the running event loop."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._aslots:
+            self._aslots[loop] = asyncio.Semaphore(max(1, self.cfg.max_concurrency))
+        return self._aslots[loop]
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -212,7 +222,8 @@ class OpenAIChat:
                 resp = None
                 await self._limiter.aacquire()
                 try:
-                    resp = await client.post(self._url, json=body, headers=self._headers())
+                    async with self._async_slots():
+                        resp = await client.post(self._url, json=body, headers=self._headers())
                     reply, retry = self._classify(resp)
                     if reply is not None:
                         return reply
