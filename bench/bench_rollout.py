@@ -110,12 +110,14 @@ def main(argv=None) -> int:
         ours_generate(decoder, batches[bsz], new, group, gen)()  # compile + capture for this shape
         bk.sync(dev)
         emit(stage="compile", path="ours", secs=time.perf_counter() - start, compiled=decoder.compiled, **info)
-        results[("ours", bsz, group)] = measure(emit, dev, "ours", ours_generate(decoder, batches[bsz], new, group, gen),
-                                                iters=args.iters, rows=bsz * group, new=new, **info)
+        run = ours_generate(decoder, batches[bsz], new, group, gen)
+        results[("ours", bsz, group)] = measure(emit, dev, "ours", run, iters=args.iters, rows=bsz * group,
+                                                new=new, **info)
         if not args.no_stock:
             stock_generate(model, batches[bsz], new, group)()  # warm-up, as ours
-            results[("stock", bsz, group)] = measure(emit, dev, "stock", stock_generate(model, batches[bsz], new, group),
-                                                     iters=args.iters, rows=bsz * group, new=new, **info)
+            run = stock_generate(model, batches[bsz], new, group)
+            results[("stock", bsz, group)] = measure(emit, dev, "stock", run, iters=args.iters, rows=bsz * group,
+                                                     new=new, **info)
             ours, stock = results[("ours", bsz, group)], results[("stock", bsz, group)]
             if ours and stock:
                 emit(stage="ratio", speedup=ours["gen_tokens_per_s"] / stock["gen_tokens_per_s"], **info)

@@ -49,7 +49,8 @@ def unwrap_thinker(model):
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel -> thinker
     if not (hasattr(base, "lm_head") and hasattr(getattr(base, "model", None), "language_model")):
-        raise TypeError(f"{type(model).__name__} does not wrap a Qwen2.5-Omni thinker (no lm_head/model.language_model)")
+        raise TypeError(f"{type(model).__name__} does not wrap a Qwen2.5-Omni thinker "
+                        "(no lm_head / model.language_model; transformers 5.23's layout is expected)")
     return base
 
 
