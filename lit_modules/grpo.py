@@ -13,7 +13,7 @@ One training step, for a batch of B left-padded prompts:
 
 Distributed. DDP: plain; Lightning prepares the reducer before every manual backward. FSDP2 (Lightning
 `ModelParallelStrategy`): `configure_model` applies `fully_shard` to each decoder layer and to the whole
-model. Sampling runs through the sharded model's own forward; the parameters are gathered once for the
+model (`lit_modules.sft.shard_model`). Sampling runs through the sharded model's own forward; the parameters are gathered once for the
 whole rollout (`set_reshard_after_forward(False)` + `unshard()`), then resharded, and the decode loop stops
 only when every rank is done so all ranks run the same number of forwards.
 
@@ -36,6 +36,7 @@ from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_l
 from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker
 from avcot.processor import load_processor
 from avcot.rewards import combine_rewards, format_reward, reward_name
+from lit_modules.checkpoint import AdapterSaver, keep_trainable_only
 from lit_modules.rollout import (
     Rollout,
     completion_logits,
@@ -44,6 +45,7 @@ from lit_modules.rollout import (
     select_prompts,
     thinker_of,
 )
+from lit_modules.sft import shard_model
 
 DEFAULT_REWARDS = ("avcot.rewards.format_reward", "avcot.rewards.accuracy_reward")
 
@@ -78,14 +80,17 @@ def microbatch_weight(mask: torch.Tensor, rows: slice, loss_type: LossType) -> f
     return float(mask[rows].sum() / mask.sum().clamp(min=1))  # mean over all tokens
 
 
-class GrpoModule(L.LightningModule):
+class GRPOModule(L.LightningModule):
     """GRPO with LoRA on the Qwen2.5-Omni thinker; reference = the same model with the adapter disabled."""
 
     def __init__(
         self,
         base: str = "tiny",
         adapter: str | None = None,
-        lora: LoraSettings = LoraSettings(),
+        lora_r: int = 8,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_target: str = "attention",
         dtype: str = "float32",
         quantization: str = "none",
         rewards: Sequence[str] = DEFAULT_REWARDS,
@@ -107,8 +112,11 @@ class GrpoModule(L.LightningModule):
         """
         Args:
             base: 'tiny' (embedded random test model) or a Qwen2.5-Omni checkpoint directory.
-            adapter: SFT LoRA adapter directory to start from (trainable); None adds a fresh LoRA (`lora`).
-            lora: settings of the fresh adapter when `adapter` is None.
+            adapter: SFT LoRA adapter directory to start from (trainable); None adds a fresh LoRA (lora_*).
+            lora_r: rank of a fresh adapter.
+            lora_alpha: LoRA alpha of a fresh adapter.
+            lora_dropout: LoRA dropout of a fresh adapter (off while sampling; 0 gives ratio exactly 1).
+            lora_target: 'attention' (q/k/v/o of the LM) or 'all-linear'.
             dtype: float32 | bfloat16 | float16 weights.
             quantization: none | nf4 (QLoRA base).
             rewards: dotted paths of reward functions `(completions, **meta) -> list[float]`.
@@ -125,7 +133,7 @@ class GrpoModule(L.LightningModule):
             weight_decay: AdamW weight decay.
             warmup_steps: linear warm-up optimizer steps, constant after.
             max_grad_norm: gradient clipping norm (None: off).
-            seed: sampling seed (each rank adds its rank).
+            seed: seed of the tiny model / fresh LoRA init and of sampling (each rank adds its rank).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -144,6 +152,7 @@ class GrpoModule(L.LightningModule):
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
         self.model = None
+        self.strict_loading = False  # checkpoints carry only the trainable weights
         self._generator: torch.Generator | None = None
 
     # ---- model -------------------------------------------------------------------------------------------
@@ -152,15 +161,24 @@ class GrpoModule(L.LightningModule):
         if self.model is not None:
             return
         h = self.hparams
-        model = load_thinker(h.base, dtype=h.dtype, quantization=h.quantization)
-        if h.adapter:
-            model = load_adapter(model, h.adapter, trainable=True)
-        else:
-            model = apply_lora(model, h.lora)
+        with torch.random.fork_rng(devices=[]):  # identical LoRA init on every rank, whatever the global RNG
+            torch.manual_seed(h.seed)
+            model = load_thinker(h.base, dtype=h.dtype, quantization=h.quantization, seed=h.seed)
+            if h.adapter:
+                model = load_adapter(model, h.adapter, trainable=True)
+            else:
+                model = apply_lora(model, LoraSettings(r=h.lora_r, alpha=h.lora_alpha, dropout=h.lora_dropout,
+                                                       target=h.lora_target))
         freeze_encoders(thinker_of(model))
         if self.device_mesh is not None:
-            shard_fsdp2(model, self.device_mesh)
+            shard_model(model, self.device_mesh)
         self.model = model
+
+    def configure_callbacks(self):
+        return [AdapterSaver()]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep_trainable_only(checkpoint, self)  # frozen base weights are rebuilt from `base` on resume
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -319,16 +337,6 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
     grads = [p for p in params if p.grad is not None]
     if grads:
         torch.nn.utils.clip_grad_norm_(grads, max_norm)
-
-
-def shard_fsdp2(model, mesh) -> None:
-    """FSDP2: each language-model decoder layer is its own unit, the rest (encoders, embeddings) the root."""
-    from torch.distributed.fsdp import fully_shard
-
-    dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
-    for layer in thinker_of(model).model.language_model.layers:
-        fully_shard(layer, mesh=dp_mesh)
-    fully_shard(model, mesh=dp_mesh)
 
 
 @contextlib.contextmanager
