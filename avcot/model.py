@@ -184,10 +184,8 @@ def apply_lora(model, settings: LoraSettings = LoraSettings()):
     """Wrap `model` with a PEFT LoRA adapter on the language model only; everything else frozen."""
     from peft import LoraConfig, get_peft_model
 
-    if getattr(model, "is_loaded_in_4bit", False):
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # No prepare_model_for_kbit_training for nf4: it upcasts every non-4-bit weight (towers, embeddings,
+    # LM head) to fp32, ~10 GB on 7B, and its input-grad hook would backprop through the frozen towers.
     config = LoraConfig(
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=LM_ATTENTION if settings.target == "attention" else LM_ALL_LINEAR,
