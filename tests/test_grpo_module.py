@@ -1,0 +1,191 @@
+"""GRPOModule and the shared-prefix rollout on the tiny thinker (CPU).
+
+Prompts carry real video + audio (random arrays through the processor) so the M-RoPE positions of the
+media tokens are exercised; two prompts of different lengths make the batch left-padded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avcot.chat import Prompt, collate, encode_example, model_inputs
+
+G = 3
+N = 8
+
+
+def _prompts(n: int = 2) -> list[Prompt]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        video = rng.integers(0, 256, (4, 56, 56, 3), dtype=np.uint8)
+        audio = (rng.standard_normal(16000 * (1 + i)) * 0.1).astype(np.float32)
+        out.append(Prompt(instruction="question" + " more" * (3 * i), system="sys", video=video, audio=audio))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_batch(tiny_processor):
+    tok = tiny_processor.tokenizer
+    examples = [encode_example(tiny_processor, p) for p in _prompts()]
+    batch = collate(examples, tok.pad_token_id, padding_side="left")
+    assert batch["attention_mask"][0, 0] == 0  # really left-padded
+    return batch, tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    from avcot.model import load_thinker
+
+    return load_thinker("tiny").eval()
+
+
+def _hf_new_tokens(model, batch, **kw):
+    out = model.generate(**model_inputs(batch, with_labels=False), max_new_tokens=N, **kw)
+    return out[:, batch["input_ids"].shape[1]:]
+
+
+def test_shared_prefix_greedy_equals_hf_generate(base_model, tiny_batch):
+    from lit_modules.rollout import sample_group
+
+    batch, eos, pad = tiny_batch
+    rollout = sample_group(base_model, batch, group_size=G, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
+                           temperature=0.0)
+    hf = _hf_new_tokens(base_model, batch, do_sample=False, eos_token_id=eos, pad_token_id=pad)  # [B, N]
+    assert rollout.completion_ids.shape == (2 * G, N)
+    assert torch.equal(rollout.completion_ids, hf.repeat_interleave(G, dim=0))
+    assert not torch.equal(hf[0], hf[1])  # the two prompts really differ
+
+
+def test_shared_prefix_sampling_equals_hf_generate_for_same_seed(base_model, tiny_batch):
+    from lit_modules.rollout import sample_group
+
+    batch, eos, pad = tiny_batch
+    torch.manual_seed(123)
+    ours = sample_group(base_model, batch, group_size=G, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
+                        temperature=1.0).completion_ids
+    torch.manual_seed(123)
+    hf = _hf_new_tokens(base_model, batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                        num_return_sequences=G, eos_token_id=eos, pad_token_id=pad)
+    assert torch.equal(ours, hf)
+    assert len({tuple(r) for r in ours.tolist()}) == 2 * G  # G distinct samples per prompt
+    gen = torch.Generator().manual_seed(7)
+    again = sample_group(base_model, batch, group_size=G, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
+                         generator=gen).completion_ids
+    assert torch.equal(again, sample_group(base_model, batch, group_size=G, max_new_tokens=N, eos_token_id=eos,
+                                           pad_token_id=pad, generator=torch.Generator().manual_seed(7)).completion_ids)
+
+
+def test_completion_logits_from_captured_embeds_equal_full_media_forward(base_model, tiny_batch, tiny_processor):
+    """The update forward (merged embeddings + explicit M-RoPE positions) equals a plain forward with media."""
+    from lit_modules.rollout import completion_logits, sample_group
+
+    batch, eos, pad = tiny_batch
+    rollout = sample_group(base_model, batch, group_size=1, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
+                           temperature=1.0, generator=torch.Generator().manual_seed(0))
+    ours = completion_logits(base_model, rollout)  # [B, N, V]
+    full = dict(model_inputs(batch, with_labels=False))
+    full["input_ids"] = torch.cat([batch["input_ids"], rollout.completion_ids], dim=1)
+    full["attention_mask"] = torch.cat([batch["attention_mask"], rollout.completion_mask], dim=1)
+    with torch.no_grad():
+        ref = base_model(**full).logits[:, -N - 1:-1]  # [B, N, V]
+    m = rollout.completion_mask.bool()
+    assert torch.allclose(ours[m], ref[m], atol=1e-5)
+
+
+def test_completion_mask_stops_after_first_eos():
+    from lit_modules.rollout import completion_mask
+
+    ids = torch.tensor([[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0]])
+    assert completion_mask(ids, 2).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+
+
+def test_prompt_only_turns_sft_batch_into_left_padded_prompts(tiny_processor, tiny_batch):
+    from lit_modules.rollout import prompt_only
+
+    batch, _, pad = tiny_batch
+    with_targets = collate([encode_example(tiny_processor, p, target=t) for p, t in zip(_prompts(), ["ab", "a b c d"])],
+                           pad, padding_side="right")
+    out = prompt_only(with_targets, pad)
+    assert torch.equal(out["input_ids"], batch["input_ids"])
+    assert torch.equal(out["attention_mask"], batch["attention_mask"])
+    assert "labels" not in out
+
+
+def test_reference_with_adapter_disabled_equals_base_model(base_model, tiny_batch):
+    from avcot.model import LoraSettings, apply_lora, load_thinker
+    from lit_modules.rollout import completion_logits, sample_group
+
+    batch, eos, pad = tiny_batch
+    policy = apply_lora(load_thinker("tiny"), LoraSettings(dropout=0.0)).eval()
+    with torch.no_grad():  # a trained-looking adapter: LoRA B is zero at init
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    rollout = sample_group(base_model, batch, group_size=2, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
+                           generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = completion_logits(base_model, rollout)
+        with policy.disable_adapter():
+            ref = completion_logits(policy, rollout)
+        on = completion_logits(policy, rollout)
+    assert torch.allclose(ref, base, atol=1e-6)
+    assert (on - base).abs().max() > 1e-3  # the adapter does change the policy
+
+
+def test_resolve_reward_and_meta_repetition():
+    from avcot.rewards import format_reward
+    from lit_modules.grpo import repeat_meta, resolve_reward
+
+    assert resolve_reward("avcot.rewards.format_reward") is format_reward
+    with pytest.raises(ValueError, match="cannot import reward"):
+        resolve_reward("avcot.rewards.no_such_reward")
+    meta = {"answers": ["A", "C"], "ids": ["x"]}
+    assert repeat_meta(meta, 2, 3) == {"answers": ["A", "A", "A", "C", "C", "C"]}
+
+
+def _distinct_token_reward(completions, **kw) -> list[float]:
+    """A reward that varies on a random model: share of distinct characters in the completion."""
+    return [len(set(c)) / max(len(c), 1) for c in completions]
+
+
+def _lora_state(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("num_iterations", [1, 2])
+def test_tiny_fit_changes_lora_weights_and_logs_rewards(tmp_path, data_dir, num_iterations):
+    import lightning as L
+
+    from datamodules.mcq import McqDataModule
+    from lit_modules.grpo import GRPOModule
+
+    manifest = Path(data_dir) / "synth" / "mcq.jsonl"
+    dm = McqDataModule(train_manifest=str(manifest), target="none", batch_size=2, num_frames=2, frame_size=56,
+                       max_seconds=2.0)
+    module = GRPOModule(base="tiny", group_size=3, max_new_tokens=6, lr=5e-2, lora_dropout=0.0,
+                        num_iterations=num_iterations, micro_batch_prompts=1)
+    module.configure_model()
+    module.reward_funcs = [_distinct_token_reward]
+    module.reward_weights = [1.0]
+    before = _lora_state(module)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=L.pytorch.loggers.CSVLogger(tmp_path),
+                        default_root_dir=tmp_path, limit_val_batches=0, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(module, dm)
+    after = _lora_state(module)
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert changed and all("lora_" in n for n in before)
+    metrics = trainer.callback_metrics
+    for key in ("reward/mean", "reward/_distinct_token_reward/mean", "advantage/std", "kl", "clip_fraction",
+                "completion/length", "completion/format_valid", "tokens_per_s/rollout", "tokens_per_s/update"):
+        assert key in metrics, key
+    assert 0 < float(metrics["reward/mean"]) <= 1
+    assert float(metrics["advantage/std"]) > 0
+    ckpts = list(Path(tmp_path).rglob("*.ckpt"))
+    assert ckpts and list(Path(tmp_path).rglob("adapter-last/adapter_model.safetensors"))
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all("lora_" in k for k in state)  # only trainable weights are checkpointed
