@@ -27,6 +27,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import lightning as L
 import torch
@@ -90,9 +91,9 @@ class GRPOModule(L.LightningModule):
         lora_r: int = 8,
         lora_alpha: int = 32,
         lora_dropout: float = 0.05,
-        lora_target: str = "attention",
-        dtype: str = "float32",
-        quantization: str = "none",
+        lora_target: Literal["attention", "all-linear"] = "attention",
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        quantization: Literal["none", "nf4"] = "none",
         rewards: Sequence[str] = DEFAULT_REWARDS,
         reward_weights: Sequence[float] | None = None,
         group_size: int = 4,
