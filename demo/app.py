@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +206,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the model, build the UI and serve it until interrupted; 2 on a bad model path."""
     args = parse_args(argv)
@@ -217,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                           max_new_tokens=args.max_new_tokens)
     uploads = UploadDir()
     atexit.register(uploads.cleanup)  # also on Ctrl-C / normal interpreter exit
+    # SIGTERM (service managers, `kill`) would skip atexit and `finally`; treat it like Ctrl-C, which
+    # Gradio's launch loop answers by closing the server.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app = build_app(loaded, uploads.path, examples_dir=args.examples, max_upload_mb=args.max_upload_mb,
                         media=media)

@@ -378,3 +378,34 @@ def test_examples_come_from_the_manifest():
     assert examples[0].video == SYNTH / first["video"] and examples[0].reference == first["text"]
     assert any(len(e.options) == 4 and e.question for e in examples)
     assert load_examples(None) == [] and load_examples(SYNTH / "clips") == []
+
+
+@pytest.mark.slow
+def test_cli_serves_on_loopback_and_removes_its_upload_dir_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the upload dir is created under TMPDIR
+    proc = subprocess.Popen([sys.executable, "-m", "demo.app", "--port", str(port)], env=env,
+                            cwd=Path(__file__).parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("demo did not start within 180 s")
+        assert len(list(tmp_path.glob("avcot-demo-*"))) == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp_path.glob("avcot-demo-*")) == []
