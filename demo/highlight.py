@@ -4,9 +4,11 @@ A heuristic for display, not the data pipeline's `ambiguous_spans` (that needs t
 demo has one transcription): a run of 2-4 CJK characters whose toneless pinyin is shared by other
 words of the lexicon (`avcot.phonetics.homophones`) is marked, labelled with those other words.
 Without a word segmenter a span can straddle two words ("次实" in "这次实验" sounds like 磁石), so
-spans that are lexicon words themselves are chosen first. The lexicon is pypinyin's phrase list, so common words it lacks have
-fewer candidates than a full dictionary would give. Single characters are not marked: nearly every Mandarin
-syllable has dozens of homophone characters, so marking them would mark everything.
+spans that are lexicon words themselves are chosen first, then longer ones, then those with more
+candidates. The lexicon is pypinyin's phrase list, so common words it lacks (实验, 视频) are found only
+through their homophones and have fewer candidates than a full dictionary would give. Single characters
+are not marked: nearly every Mandarin syllable has dozens of homophone characters, so marking them
+would mark everything.
 """
 from __future__ import annotations
 

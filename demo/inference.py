@@ -11,6 +11,7 @@ difference between the two transcriptions is what the visual context changed.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,7 +121,7 @@ def _load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize(size), dtype=np.uint8)  # [H, W, 3]
+        return np.array(im.convert("RGB").resize(size), dtype=np.uint8)  # [H, W, 3], writable for torch
 
 
 def _name(path: Path | None) -> str:
@@ -210,11 +211,7 @@ def stream_transcription(loaded: LoadedModel, media: ClipMedia, *, reference: st
 def transcribe(loaded: LoadedModel, media: ClipMedia, *, reference: str = "",
                max_new_tokens: int = 160) -> TranscriptionResult:
     """The final transcription result (the stream run to its end)."""
-    last = None
-    for last in stream_transcription(loaded, media, reference=reference, max_new_tokens=max_new_tokens):
-        pass
-    assert last is not None  # stream_transcription always yields a final result
-    return last
+    return _last(stream_transcription(loaded, media, reference=reference, max_new_tokens=max_new_tokens))
 
 
 def clean_options(options: Sequence[str]) -> tuple[str, ...]:
@@ -254,8 +251,9 @@ def stream_qa(loaded: LoadedModel, media: ClipMedia, question: str, options: Seq
 def answer_mcq(loaded: LoadedModel, media: ClipMedia, question: str, options: Sequence[str], *,
                max_new_tokens: int = 160) -> QaResult:
     """The final MCQ result."""
-    last = None
-    for last in stream_qa(loaded, media, question, options, max_new_tokens=max_new_tokens):
-        pass
-    assert last is not None
-    return last
+    return _last(stream_qa(loaded, media, question, options, max_new_tokens=max_new_tokens))
+
+
+def _last(stream: Iterator):
+    """Run a stream to its end and return its final item (every stream here yields at least one)."""
+    return deque(stream, maxlen=1)[0]

@@ -322,7 +322,7 @@ def test_transcribe_endpoint(served):
     assert any(uploads in p.parents for p in uploads.rglob("*.mp4"))  # the upload landed in our dir
 
 
-def test_qa_endpoint(served):
+def test_qa_endpoint_with_video_and_with_image_plus_audio(served, tmp_path):
     from gradio_client import Client, handle_file
 
     _, url, _ = served
@@ -331,6 +331,11 @@ def test_qa_endpoint(served):
         api_name="/qa")
     assert status.startswith("done") and raw.strip()
     assert [seg["token"] for seg in answer] == ["A. 实验\n", "B. 权利\n", "C. 试验\n", "D. 市场\n"]
+    image = _png(tmp_path / "still.png")
+    status, _, answer, raw = Client(url, verbose=False).predict(
+        None, handle_file(str(image)), handle_file(str(SYNTH / "clips" / "synth-s0-0000.wav")), "说的是哪个词？",
+        "a", "b", "c", "d", api_name="/qa")
+    assert status.startswith("done") and raw.strip() and len(answer) == 4
 
 
 def test_wrong_file_type_is_an_error_message_not_a_crash(served):
@@ -350,8 +355,9 @@ def test_wrong_file_type_is_an_error_message_not_a_crash(served):
 def test_oversize_upload_is_rejected_by_the_server(served, tmp_path):
     _, url, _ = served
     boundary = "avcotboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode() + os.urandom(2 * 1024 * 1024) + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    body = head + os.urandom(2 * 1024 * 1024) + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(url.rstrip("/") + "/gradio_api/upload", data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with pytest.raises(urllib.error.HTTPError) as e:
