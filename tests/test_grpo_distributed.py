@@ -1,0 +1,84 @@
+"""Two-process GRPO on CPU (gloo): FSDP2 (ModelParallelStrategy + fully_shard) and DDP.
+
+Each run takes two GRPO steps on the tiny thinker with different prompts and different samples on each rank
+(the rollout generator is seeded with seed + rank); every rank then writes its full LoRA weights, before
+and after training. Gradients are synchronised, so both ranks must end with identical weights that differ
+from the start. Run as a script (what the test does): `python tests/test_grpo_distributed.py OUT fsdp2|ddp`;
+Lightning's launcher starts the second rank by re-running the same command.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _full_lora(module) -> dict:
+    import torch
+
+    out = {}
+    for name, p in module.model.named_parameters():
+        if p.requires_grad:
+            t = p.detach()
+            t = t.full_tensor() if hasattr(t, "full_tensor") else t  # FSDP2 shards: collective, every rank
+            out[name] = t.to("cpu", torch.float32).clone()
+    return out
+
+
+def _run(out_dir: str, strategy_name: str) -> None:
+    import lightning as L
+    import torch
+
+    from datamodules.mcq import McqDataModule
+    from lit_modules.grpo import GRPOModule
+
+    class DumpLora(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.start = _full_lora(pl_module)
+
+        def on_train_end(self, trainer, pl_module):
+            end = _full_lora(pl_module)
+            torch.save({"start": self.start, "end": end, "world": trainer.world_size},
+                       Path(out_dir) / f"rank{trainer.global_rank}.pt")
+
+    if strategy_name == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+    else:
+        strategy = "ddp"
+    dm = McqDataModule(train_manifest=str(ROOT / "tests/data/synth/mcq.jsonl"), target="none", batch_size=1,
+                       num_frames=2, frame_size=56, max_seconds=2.0)
+    module = GRPOModule(base="tiny", rewards=["avcot.rewards.length_reward"], group_size=3, max_new_tokens=6,
+                        lr=5e-2, lora_dropout=0.0, micro_batch_prompts=1)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, default_root_dir=out_dir, callbacks=[DumpLora()])
+    trainer.fit(module, dm)
+
+
+# ~30 s each on 2 cores: FSDP2 runs by default, DDP with -m slow.
+@pytest.mark.parametrize("strategy", ["fsdp2", pytest.param("ddp", marks=pytest.mark.slow)])
+def test_two_ranks_end_with_identical_lora_weights(tmp_path, strategy):
+    import torch
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path), strategy], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["start"].keys() == r0["end"].keys() and r0["end"]
+    for name in r0["end"]:
+        assert torch.equal(r0["start"][name], r1["start"][name]), name
+        assert torch.equal(r0["end"][name], r1["end"][name]), name
+    assert any(not torch.equal(r0["start"][n], r0["end"][n]) for n in r0["end"])  # training did move them
+
+
+if __name__ == "__main__":
+    _run(sys.argv[1], sys.argv[2])
