@@ -37,6 +37,9 @@ class LoraSettings:
     """Dropout on the LoRA branch."""
     target: Literal["attention", "all-linear"] = "attention"
     """'attention' = q/k/v/o of the LM; 'all-linear' = also the LM's MLP (as the VASR authors' script)."""
+    train_lm_head: bool = False
+    """Also train (and save in the adapter) a full copy of the LM head; for the random-init tiny model,
+    whose frozen random head otherwise caps how far the loss can fall. Off for real checkpoints."""
 
 
 def tiny_config(vocab_size: int = 6000):
@@ -189,7 +192,7 @@ def apply_lora(model, settings: LoraSettings = LoraSettings()):
     config = LoraConfig(
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=LM_ATTENTION if settings.target == "attention" else LM_ALL_LINEAR,
-        bias="none",
+        bias="none", modules_to_save=["lm_head"] if settings.train_lm_head else None,
     )
     peft_model = get_peft_model(model, config)
     freeze_encoders(peft_model.base_model.model)

@@ -81,7 +81,9 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
 class AdapterSaver(Callback):
     """Writes `adapter-step{N}/` and `adapter-last/` beside every Lightning checkpoint.
 
-    Expects the LightningModule to expose its PEFT model as `.model`.
+    Expects the LightningModule to expose its PEFT model as `.model`. Step adapters follow the
+    checkpoints' retention: an `adapter-step{N}/` whose `*step=N*.ckpt` was pruned by ModelCheckpoint
+    is removed too, so a long run does not pile up one adapter per epoch.
     """
 
     def __init__(self, keep_every_step: bool = True):
@@ -101,7 +103,22 @@ class AdapterSaver(Callback):
         ckdir = checkpoint_dir(trainer)
         if self.keep_every_step:
             write_adapter(model, state, ckdir / f"adapter-step{trainer.global_step}")
+            prune_step_adapters(ckdir, keep=trainer.global_step)
         write_adapter(model, state, ckdir / "adapter-last")
+
+
+def prune_step_adapters(ckdir: Path, keep: int) -> list[Path]:
+    """Remove `adapter-step{N}/` dirs with no `*step=N*.ckpt` beside them (except step `keep`)."""
+    import re
+
+    steps = {int(m.group(1)) for c in ckdir.glob("*.ckpt") if (m := re.search(r"step=(\d+)", c.name))}
+    removed = []
+    for d in ckdir.glob("adapter-step*"):
+        m = re.fullmatch(r"adapter-step(\d+)", d.name)
+        if m and int(m.group(1)) not in steps | {keep}:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -77,6 +77,10 @@ class SFTModule(L.LightningModule):
         warmup_steps: int = 0,
         seed: int = 0,
         max_new_tokens: int = 256,
+        train_lm_head: bool = False,
+        fast_loss: bool = False,
+        lm_checkpointing: bool = False,
+        encoder_cache_dir: str | None = None,
     ):
         """
         Args:
@@ -93,12 +97,20 @@ class SFTModule(L.LightningModule):
             warmup_steps: Linear warm-up steps before the cosine decay.
             seed: Seed of the tiny model's init and the LoRA init.
             max_new_tokens: Generation length for predict.
+            train_lm_head: Also train the LM head (saved in the adapter); for the random-init tiny model only.
+            fast_loss: Apply the LM head and cross-entropy at labelled positions only (same loss, far less
+                memory with a 152k vocabulary).
+            lm_checkpointing: Activation checkpointing on the language-model decoder layers only (the frozen
+                towers run under no_grad, never checkpointed).
+            encoder_cache_dir: Directory of an on-disk cache of frozen audio/vision tower outputs keyed by media
+                hash + tower fingerprint, reused across epochs; None disables it.
         """
         super().__init__()
         self.save_hyperparameters()
         self.model = None
         self.strict_loading = False  # checkpoints carry only the trainable weights
         self._last_step_time: float | None = None
+        self.encoder_cache = None
 
     # -- model ---------------------------------------------------------------------------------------------
 
@@ -115,8 +127,16 @@ class SFTModule(L.LightningModule):
                 model = load_adapter(model, hp.adapter, trainable=True)
             else:
                 settings = LoraSettings(r=hp.lora_r, alpha=hp.lora_alpha, dropout=hp.lora_dropout,
-                                        target=hp.lora_target)
+                                        target=hp.lora_target, train_lm_head=hp.train_lm_head)
                 model = apply_lora(model, settings)
+        if hp.lm_checkpointing:
+            from avcot.speed.checkpointing import enable_lm_checkpointing
+
+            enable_lm_checkpointing(model)
+        if hp.encoder_cache_dir:
+            from avcot.speed.encoder_cache import EncoderCache
+
+            self.encoder_cache = EncoderCache(hp.encoder_cache_dir, model)
         if getattr(self, "device_mesh", None) is not None:
             shard_model(model, self.device_mesh)
         self.model = model
@@ -140,10 +160,22 @@ class SFTModule(L.LightningModule):
         return self.model(**model_inputs(batch))
 
     def _loss(self, batch: dict, split: str):
-        out = self(batch)
+        loss = self._compute_loss(batch)
         n = int(batch["input_ids"].shape[0])
-        self.log(f"{split}/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=split != "train")
-        return out.loss
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=n, sync_dist=split != "train")
+        return loss
+
+    def _compute_loss(self, batch: dict) -> torch.Tensor:
+        """The thinker's loss on the target tokens, through the speed levers when they are on."""
+        if not (self.hparams.fast_loss or self.encoder_cache is not None):
+            return self(batch).loss
+        from avcot.speed.label_loss import sft_loss
+
+        feats = None
+        if self.encoder_cache is not None:
+            keys = (batch.get("meta") or {}).get("media_keys") if isinstance(batch.get("meta"), dict) else None
+            feats = self.encoder_cache.features(self.model, batch, keys)
+        return sft_loss(self.model, batch, feats)
 
     def training_step(self, batch: dict | None, batch_idx: int):
         if batch is None:  # every row of the batch was rejected (skip mode)
