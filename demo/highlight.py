@@ -12,8 +12,9 @@ would mark everything.
 """
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
+
+from avcot.text import is_cjk
 
 MAX_WORD = 4
 MAX_CANDIDATES = 5
@@ -28,10 +29,6 @@ class HomophoneMark:
     text: str
     candidates: tuple[str, ...]
     """Other words with the same toneless pinyin (sorted, at most MAX_CANDIDATES)."""
-
-
-def _is_cjk(ch: str) -> bool:
-    return unicodedata.category(ch) == "Lo" and not ch.isascii()
 
 
 def _candidates(word: str) -> tuple[str, ...]:
@@ -53,7 +50,7 @@ def _all_spans(text: str) -> list[tuple[bool, HomophoneMark]]:
     for i in range(len(text)):
         for size in range(2, MAX_WORD + 1):
             word = text[i:i + size]
-            if len(word) < size or not all(_is_cjk(c) for c in word):
+            if len(word) < size or not all(is_cjk(c) for c in word):
                 break
             others = _candidates(word)
             if others:
