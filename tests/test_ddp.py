@@ -50,7 +50,7 @@ def test_two_process_training_ends_with_identical_lora_weights(tmp_path, kind):
     run = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path), kind], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["step"] == r1["step"] == 2
     assert r0["sharded"] is (kind == "fsdp2")  # FSDP2 really sharded the parameters (DTensors)
     ckdir = tmp_path / "checkpoints"

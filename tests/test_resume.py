@@ -60,7 +60,7 @@ def test_resume_continues_steps_and_loss_trajectory(tmp_path):
     saved = t1.global_step
     assert saved == 3
     ckpt = tmp_path / "cut" / "ck" / "epoch=0-step=3.ckpt"
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert state["global_step"] == 3 and all("lora_" in k for k in state["state_dict"])
 
     resumed = LossRecorder()

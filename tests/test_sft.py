@@ -56,7 +56,7 @@ def test_checkpoint_is_small_and_adapter_reloads_with_identical_logits(tmp_path)
     ckdir = tmp_path / "checkpoints"
     ckpts = list(ckdir.glob("*.ckpt"))
     assert len(ckpts) == 1
-    state = torch.load(ckpts[0], weights_only=False)["state_dict"]
+    state = torch.load(ckpts[0], weights_only=True)["state_dict"]
     assert set(state) == {n for n, p in module.named_parameters() if p.requires_grad}
     assert (ckdir / "adapter-step3" / "adapter_model.safetensors").is_file()
     assert not list(ckdir.glob(".adapter*"))  # no temp dirs left behind
