@@ -4,12 +4,12 @@ the script for rank 1."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from multiproc import run_ranks
 import torch
 from test_datamodule import write_traced_manifest
 
@@ -47,9 +47,8 @@ def test_two_process_training_ends_with_identical_lora_weights(tmp_path, kind):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path), kind], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    rc, _, err = run_ranks([sys.executable, str(script), str(manifest), str(tmp_path), kind], cwd=REPO, env=env)
+    assert rc == 0, err[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["step"] == r1["step"] == 2
     assert r0["sharded"] is (kind == "fsdp2")  # FSDP2 really sharded the parameters (DTensors)

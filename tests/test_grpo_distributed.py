@@ -9,11 +9,11 @@ Lightning's launcher starts the second rank by re-running the same command.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from multiproc import run_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,10 +68,9 @@ def test_two_ranks_end_with_identical_lora_weights(tmp_path, strategy):
     import torch
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path), strategy], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    rc, out, err = run_ranks([sys.executable, str(Path(__file__)), str(tmp_path), strategy], cwd=ROOT, env=env)
+    assert rc == 0, out[-3000:] + err[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     assert r0["start"].keys() == r0["end"].keys() and r0["end"]
     for name in r0["end"]:
