@@ -13,9 +13,9 @@ One training step, for a batch of B left-padded prompts:
 
 Distributed. DDP: plain; Lightning prepares the reducer before every manual backward. FSDP2 (Lightning
 `ModelParallelStrategy`): `configure_model` applies `fully_shard` to each decoder layer and to the whole
-model (`lit_modules.sft.shard_model`). Sampling runs through the sharded model's own forward; the parameters are gathered once for the
-whole rollout (`set_reshard_after_forward(False)` + `unshard()`), then resharded, and the decode loop stops
-only when every rank is done so all ranks run the same number of forwards.
+model (`lit_modules.sft.shard_model`). Sampling runs through the sharded model's own forward; the parameters
+are gathered once for the whole rollout (`set_reshard_after_forward(False)` + `unshard()`), then resharded,
+and the decode loop stops only when every rank is done so all ranks run the same number of forwards.
 
 Departures from the AVRT paper: none in the objective. Beyond it: several updates per batch and a token-level
 loss reduction are options; the LoRA dropout is kept in the update forward (set `lora.dropout: 0` for an exact
@@ -36,7 +36,7 @@ from avcot.generate import decode
 from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_logprobs
 from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker
 from avcot.processor import load_processor
-from avcot.rewards import combine_rewards, format_reward, reward_name
+from avcot.rewards import combine_rewards, format_reward
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only
 from lit_modules.rollout import (
     Rollout,
@@ -148,13 +148,26 @@ class GRPOModule(L.LightningModule):
             raise ValueError(f"group_size must be >= 2 for group-normalised advantages, got {group_size}")
         if num_iterations < 1 or micro_batch_prompts < 1:
             raise ValueError("num_iterations and micro_batch_prompts must be >= 1")
-        self.processor = load_processor(base)
-        tok = self.processor.tokenizer
-        self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        self._processor = None  # loaded on first use: building the module (e.g. --print_config) reads no files
         self.model = None
         self.strict_loading = False  # checkpoints carry only the trainable weights
         self._generator: torch.Generator | None = None
+
+    @property
+    def processor(self):
+        """The processor of `base` (tokenizer for decoding completions and the eos/pad ids)."""
+        if self._processor is None:
+            self._processor = load_processor(self.hparams.base)
+        return self._processor
+
+    @property
+    def eos_id(self) -> int:
+        return self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.processor.tokenizer.pad_token_id
+        return pad if pad is not None else self.eos_id
 
     # ---- model -------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -259,9 +272,11 @@ class GRPOModule(L.LightningModule):
         h = self.hparams
         ref = old = None
         if h.beta != 0.0:
-            ref = torch.cat([self.reference_logprobs(select_prompts(rollout, p)) for p, _ in self._chunks(num_prompts)])
+            ref = torch.cat([self.reference_logprobs(select_prompts(rollout, p))
+                             for p, _ in self._chunks(num_prompts)])
         if h.num_iterations > 1:
-            old = torch.cat([self.completion_logprobs(select_prompts(rollout, p)) for p, _ in self._chunks(num_prompts)])
+            old = torch.cat([self.completion_logprobs(select_prompts(rollout, p))
+                             for p, _ in self._chunks(num_prompts)])
         return ref, old
 
     def _update(self, rollout: Rollout, advantages, ref, old, num_prompts: int) -> GrpoStats:
@@ -328,7 +343,8 @@ def merge_stats(parts: list[tuple[GrpoStats, float]]) -> GrpoStats:
     return GrpoStats(
         loss=sum(s.loss * w for s, w in parts), policy_loss=sum(s.policy_loss * w for s, w in parts),
         kl_mean=by_tokens("kl_mean"), clip_fraction=by_tokens("clip_fraction"), ratio_mean=by_tokens("ratio_mean"),
-        ratio_max=max(s.ratio_max for s, _ in parts), advantage_mean=sum(s.advantage_mean for s, _ in parts) / len(parts),
+        ratio_max=max(s.ratio_max for s, _ in parts),
+        advantage_mean=sum(s.advantage_mean for s, _ in parts) / len(parts),
         tokens=sum(s.tokens for s, _ in parts),
     )
 
