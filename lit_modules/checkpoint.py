@@ -10,6 +10,10 @@
   under the final name (`adapter-last` is swapped by two renames: for a moment it may be absent,
   never partial).
 - `PredictionWriter`: a prediction writer callback: one JSONL line {id, text, extracted} per clip.
+- `AtomicCheckpointIO` / `use_atomic_checkpoints(trainer)`: Lightning checkpoints are written to a temporary
+  file in the same directory, fsync-ed and renamed over the target, so a crash (even kill -9) mid-save never
+  leaves a truncated `.ckpt` for `--ckpt_path` to pick up. (FSDP2 distributed checkpoints are directories
+  written by torch.distributed.checkpoint and keep their own save path.)
 """
 from __future__ import annotations
 
@@ -21,9 +25,35 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from avcot.records import Generation
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO whose saves are atomic: temp file + fsync + os.replace."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def use_atomic_checkpoints(trainer: L.Trainer) -> None:
+    """Swap the strategy's plain TorchCheckpointIO for `AtomicCheckpointIO` (other IO plugins are kept)."""
+    strategy = trainer.strategy
+    if type(getattr(strategy, "_checkpoint_io", None)) in (TorchCheckpointIO, type(None)):
+        strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def trainable_names(module: torch.nn.Module) -> set[str]:

@@ -37,7 +37,7 @@ from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_l
 from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker
 from avcot.processor import load_processor
 from avcot.rewards import combine_rewards, format_reward
-from lit_modules.checkpoint import AdapterSaver, keep_trainable_only
+from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
 from lit_modules.rollout import (
     Rollout,
     completion_logits,
@@ -187,6 +187,9 @@ class GRPOModule(L.LightningModule):
         if self.device_mesh is not None:
             shard_model(model, self.device_mesh)
         self.model = model
+
+    def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt
 
     def configure_callbacks(self):
         return [AdapterSaver()]

@@ -27,7 +27,7 @@ import torch
 
 from avcot.chat import model_inputs
 from avcot.records import Generation
-from lit_modules.checkpoint import AdapterSaver, keep_trainable_only
+from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
 
 
 class GenerationBatch:
@@ -140,6 +140,9 @@ class SFTModule(L.LightningModule):
         if getattr(self, "device_mesh", None) is not None:
             shard_model(model, self.device_mesh)
         self.model = model
+
+    def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt
 
     def configure_callbacks(self):
         return [AdapterSaver()]
