@@ -11,7 +11,7 @@ from avcot.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = ("tiny", "vasr_7b_lora", "qlora_7b_single_gpu", "fsdp_7b")
-SYNTH = REPO / "tests" / "data" / "synth" / "manifest.jsonl"
+SYNTH = REPO / "tests" / "data" / "synth" / "sft_avcot.jsonl"  # tiny.yaml trains AV-CoT targets
 
 
 @pytest.mark.parametrize("name", CONFIGS)
