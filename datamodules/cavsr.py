@@ -36,6 +36,7 @@ from datamodules.common import (
     MediaSettings,
     RejectLog,
     RowCounts,
+    require_rows,
     VideoMode,
     collate_examples,
     load_av,
@@ -241,7 +242,7 @@ class CavsrDataModule(L.LightningDataModule):
                                      policy=self.hparams.on_bad_row, rejects=self.rejects,
                                      check_media=self.hparams.check_media)
         self.counts[str(Path(path).expanduser().resolve())] = counts
-        return kept
+        return require_rows(kept, counts, path, self.rejects)
 
     def _dataset(self, pairs: list[tuple[dict, Clip]], source: str, with_target: bool = True) -> ExampleDataset:
         build = _RowBuilder([c for _, c in pairs], self.hparams.seed, processor=self.processor,

@@ -117,6 +117,17 @@ class RejectLog:
                 f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
 
 
+def require_rows(kept: list, counts: RowCounts, path: str, rejects: RejectLog) -> list:
+    """`kept` unchanged, or a clear error when every row of the manifest was rejected.
+
+    Training on an empty set would "succeed" with zero steps; say which file and where the reasons are.
+    """
+    if not kept:
+        where = f"; reasons in {rejects.path}" if rejects.path else ""
+        raise BadRowError(f"{path}: no usable rows: all {counts.rows_in} rows were rejected{where}")
+    return kept
+
+
 def reject_or_raise(reject: Reject, policy: BadRowPolicy, rejects: RejectLog | None) -> None:
     """Apply the bad-row policy: raise naming file and row ("error"), or record the reject ("skip")."""
     if policy == "error":

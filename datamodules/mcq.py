@@ -34,6 +34,7 @@ from datamodules.common import (
     MediaSettings,
     RejectLog,
     RowCounts,
+    require_rows,
     collate_examples,
     load_av,
     read_manifest,
@@ -240,7 +241,7 @@ class McqDataModule(L.LightningDataModule):
     def _items(self, path: str, target: Target) -> list[tuple[dict, McqItem]]:
         kept, counts = prepare_items(path, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
         self.counts[str(Path(path).expanduser().resolve())] = counts
-        return kept
+        return require_rows(kept, counts, path, self.rejects)
 
     def _dataset(self, pairs: list[tuple[dict, McqItem]], source: str, target: Target) -> ExampleDataset:
         hp = self.hparams

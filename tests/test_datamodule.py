@@ -305,3 +305,20 @@ def test_bad_settings_are_rejected():
         MediaSettings(frame_size=100)
     with pytest.raises(ValueError, match="target"):
         CavsrDataModule(target="trace")
+
+
+def test_a_manifest_with_every_row_rejected_is_an_error_not_zero_steps(tmp_path):
+    """Skip mode still refuses to train on nothing: the error names the manifest and the rejects file."""
+    import json
+
+    from datamodules.common import BadRowError
+
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"id": f"r{i}", "video": f"missing{i}.mp4", "audio": None, "text": "实验"} for i in range(3)]
+    manifest.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+    dm = CavsrDataModule(train_manifest=str(manifest), target="transcript", on_bad_row="skip",
+                         rejects_path=str(rejects))
+    with pytest.raises(BadRowError, match=r"m\.jsonl: no usable rows: all 3 rows were rejected.*rejects\.jsonl"):
+        dm.setup("fit")
+    assert len(rejects.read_text().splitlines()) == 3
