@@ -23,11 +23,11 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 from torch.utils.data import DataLoader
 
 from avcot.chat import Prompt, encode_example
 from avcot.records import Clip, Reject
+from datamodules.base import ManifestDataModule
 from datamodules.common import (
     BadRowPolicy,
     EpochSeededSampler,
@@ -44,7 +44,6 @@ from datamodules.common import (
     reject_or_raise,
     resolve_media,
     row_label,
-    split_rows,
     stable_seed,
     validate_rows,
 )
@@ -155,7 +154,7 @@ def prepare_clips(path: str | Path, *, target: Target | None, policy: BadRowPoli
     return kept, counts
 
 
-class CavsrDataModule(L.LightningDataModule):
+class CavsrDataModule(ManifestDataModule):
     """CAVSR clips for LoRA SFT, validation, test and predict."""
 
     def __init__(
@@ -215,27 +214,8 @@ class CavsrDataModule(L.LightningDataModule):
             raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
         self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
-        self._processor = None
-        self._rejects: RejectLog | None = None
 
     # -- helpers -------------------------------------------------------------------------------------------
-
-    @property
-    def processor(self):
-        if self._processor is None:
-            from avcot.processor import load_processor
-
-            self._processor = load_processor(self.hparams.processor)
-        return self._processor
-
-    @property
-    def rejects(self) -> RejectLog:
-        if self._rejects is None:
-            path = self.hparams.rejects_path
-            if path is None and self.trainer is not None:
-                path = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "rejects.jsonl")
-            self._rejects = RejectLog(path)
-        return self._rejects
 
     def _clips(self, path: str, with_target: bool) -> list[tuple[dict, Clip]]:
         kept, counts = prepare_clips(path, target=self.hparams.target if with_target else None,
@@ -260,11 +240,7 @@ class CavsrDataModule(L.LightningDataModule):
             if hp.val_manifest:
                 train, val = pairs, self._clips(hp.val_manifest, True)
             else:
-                rows = [dict(r, id=c.id) for r, c in pairs]
-                tr, va = split_rows(rows, hp.val_fraction, hp.seed, hp.split_column)
-                tr_ids, va_ids = {r["id"] for r in tr}, {r["id"] for r in va}
-                train = [p for p in pairs if p[1].id in tr_ids]
-                val = [p for p in pairs if p[1].id in va_ids]
+                train, val = self.split(pairs)
             self.datasets["train"] = self._dataset(train, hp.train_manifest)
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest)
         if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
@@ -289,15 +265,6 @@ class CavsrDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=bs, num_workers=self.hparams.num_workers,
                           sampler=EpochSeededSampler(len(ds), seed=self.hparams.seed, shuffle=shuffle),
                           collate_fn=partial(collate_examples, pad_id=pad, padding_side=padding_side))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         # Left padding: generated tokens must follow each row's last prompt token.

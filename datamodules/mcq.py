@@ -20,12 +20,12 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
 from avcot.chat import Prompt, encode_example
 from avcot.records import LETTERS, McqItem, Reject
+from datamodules.base import ManifestDataModule
 from datamodules.common import (
     BadRowPolicy,
     EpochSeededSampler,
@@ -41,7 +41,6 @@ from datamodules.common import (
     reject_or_raise,
     resolve_media,
     row_label,
-    split_rows,
     validate_rows,
 )
 
@@ -163,7 +162,7 @@ def prepare_items(path: str | Path, *, target: Target, policy: BadRowPolicy,
     return kept, counts
 
 
-class McqDataModule(L.LightningDataModule):
+class McqDataModule(ManifestDataModule):
     """AVRT multiple-choice questions for the SFT cold start (merged traces), GRPO and per-modality eval."""
 
     def __init__(
@@ -218,25 +217,6 @@ class McqDataModule(L.LightningDataModule):
         self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds)
         self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
-        self._processor = None
-        self._rejects: RejectLog | None = None
-
-    @property
-    def processor(self):
-        if self._processor is None:
-            from avcot.processor import load_processor
-
-            self._processor = load_processor(self.hparams.processor)
-        return self._processor
-
-    @property
-    def rejects(self) -> RejectLog:
-        if self._rejects is None:
-            path = self.hparams.rejects_path
-            if path is None and self.trainer is not None:
-                path = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "rejects.jsonl")
-            self._rejects = RejectLog(path)
-        return self._rejects
 
     def _items(self, path: str, target: Target) -> list[tuple[dict, McqItem]]:
         kept, counts = prepare_items(path, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
@@ -257,10 +237,7 @@ class McqDataModule(L.LightningDataModule):
             if hp.val_manifest:
                 train, val = pairs, self._items(hp.val_manifest, hp.target)
             else:
-                tr, va = split_rows([dict(r, id=it.id) for r, it in pairs], hp.val_fraction, hp.seed, hp.split_column)
-                va_ids = {r["id"] for r in va}
-                train = [p for p in pairs if p[1].id not in va_ids]
-                val = [p for p in pairs if p[1].id in va_ids]
+                train, val = self.split(pairs)
             self.datasets["train"] = self._dataset(train, hp.train_manifest, hp.target)
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest, hp.target)
         if stage in ("test", "predict") and stage not in self.datasets:
@@ -281,18 +258,6 @@ class McqDataModule(L.LightningDataModule):
                           padding_side="left" if prompt_only else "right")
         return DataLoader(ds, batch_size=bs, num_workers=hp.num_workers, collate_fn=collate,
                           sampler=EpochSeededSampler(len(ds), seed=hp.seed, shuffle=shuffle))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False)
 
 
 def _build_from_row(row: dict, *, items: dict[str, McqItem], **kwargs) -> Example:

@@ -1,0 +1,62 @@
+"""What the CAVSR and MCQ DataModules share: the processor, the rejects log, the train/val split, loaders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from datamodules.common import RejectLog, split_rows
+
+
+class ManifestDataModule(L.LightningDataModule):
+    """Base for DataModules over manifests; subclasses implement `_loader(split, shuffle=...)`.
+
+    Expects `save_hyperparameters()` to have stored `processor`, `rejects_path`, `val_fraction`, `seed` and
+    `split_column`.
+    """
+
+    _processor = None
+    _rejects: RejectLog | None = None
+
+    @property
+    def processor(self):
+        """The processor named by `processor` ("tiny" or a checkpoint dir), loaded on first use."""
+        if self._processor is None:
+            from avcot.processor import load_processor
+
+            self._processor = load_processor(self.hparams.processor)
+        return self._processor
+
+    @property
+    def rejects(self) -> RejectLog:
+        """Rejects JSONL: `rejects_path`, else `<trainer log dir>/rejects.jsonl` (only logged without a trainer)."""
+        if self._rejects is None:
+            path = self.hparams.rejects_path
+            if path is None and self.trainer is not None:
+                path = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "rejects.jsonl")
+            self._rejects = RejectLog(path)
+        return self._rejects
+
+    def split(self, pairs: list[tuple[dict, object]]) -> tuple[list, list]:
+        """Seeded train/val split of (row, record) pairs by record id, groups by `split_column` kept apart."""
+        hp = self.hparams
+        rows = [dict(r, id=rec.id) for r, rec in pairs]
+        _, va = split_rows(rows, hp.val_fraction, hp.seed, hp.split_column)
+        va_ids = {r["id"] for r in va}
+        return [p for p in pairs if p[1].id not in va_ids], [p for p in pairs if p[1].id in va_ids]
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
