@@ -39,7 +39,9 @@ from avcot.processor import load_processor
 from avcot.rewards import combine_rewards, format_reward
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
 from lit_modules.rollout import (
+    Prefix,
     Rollout,
+    completion_mask,
     completion_logits,
     prompt_only,
     sample_group,
@@ -109,6 +111,7 @@ class GRPOModule(L.LightningModule):
         warmup_steps: int = 0,
         max_grad_norm: float | None = 1.0,
         seed: int = 0,
+        static_rollout: bool = False,
     ) -> None:
         """
         Args:
@@ -135,6 +138,9 @@ class GRPOModule(L.LightningModule):
             warmup_steps: linear warm-up optimizer steps, constant after.
             max_grad_norm: gradient clipping norm (None: off).
             seed: seed of the tiny model / fresh LoRA init and of sampling (each rank adds its rank).
+            static_rollout: sample with `avcot.speed.rollout.StaticDecoder` (static KV cache, compiled decode
+                step on CUDA) instead of the dynamic-cache loop; same tokens for the same generator. Single
+                device or DDP only (not tried with FSDP2 sharding).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -152,6 +158,7 @@ class GRPOModule(L.LightningModule):
         self.model = None
         self.strict_loading = False  # checkpoints carry only the trainable weights
         self._generator: torch.Generator | None = None
+        self._decoder = None
 
     @property
     def processor(self):
@@ -255,6 +262,8 @@ class GRPOModule(L.LightningModule):
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
         try:
+            if h.static_rollout:
+                return self._static_rollout(batch)
             with gathered_for_generation(self.model):
                 return sample_group(self.model, batch, group_size=h.group_size, max_new_tokens=h.max_new_tokens,
                                     eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=h.temperature,
@@ -262,6 +271,22 @@ class GRPOModule(L.LightningModule):
         finally:
             self.model.train(was_training)
             freeze_encoders(thinker_of(self.model))
+
+    def _static_rollout(self, batch: dict) -> Rollout:
+        """The same rollout through the static-cache decoder (speed lever; see avcot/speed/rollout.py)."""
+        from avcot.speed.rollout import RolloutSettings, StaticDecoder
+
+        h = self.hparams
+        if self._decoder is None:
+            self._decoder = StaticDecoder(self.model)
+        settings = RolloutSettings(max_new_tokens=h.max_new_tokens, group_size=h.group_size,
+                                   do_sample=h.temperature > 0, temperature=h.temperature or 1.0,
+                                   eos_token_id=self.eos_id, pad_token_id=self.pad_id)
+        ids, pre = self._decoder.rollout_with_prefill(batch, settings, generator=self._generator,
+                                                      sync_ranks=self.trainer.world_size > 1)
+        prefix = Prefix(pre.embeds, pre.prompt_mask, pre.positions, pre.next_position)
+        embeds = thinker_of(self.model).model.get_input_embeddings()(ids)  # [B*G, N, H]
+        return Rollout(prefix, h.group_size, ids, completion_mask(ids, self.eos_id), embeds)
 
     def _chunks(self, num_prompts: int) -> list[tuple[slice, slice]]:
         """(prompt slice, completion-row slice) per update micro-batch."""

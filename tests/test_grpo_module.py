@@ -250,3 +250,29 @@ def test_tiny_grpo_config_builds_through_the_cli(tmp_path):
                 f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
     assert isinstance(cli.model, GRPOModule) and isinstance(cli.datamodule, McqDataModule)
     assert cli.model.hparams.group_size == 4 and cli.model.reward_weights == [1.0, 1.0, 0.1]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_static_rollout_equals_dynamic_rollout(tiny_batch, temperature):
+    """The static-cache speed lever samples the same tokens and captures the same prefix."""
+    from unittest import mock
+
+    from lit_modules.grpo import GRPOModule
+
+    batch, _, _ = tiny_batch
+    outs = []
+    for static in (False, True):
+        module = GRPOModule(base="tiny", group_size=G, max_new_tokens=N, temperature=temperature,
+                            static_rollout=static)
+        module.configure_model()
+        module._generator = torch.Generator().manual_seed(11)
+        with mock.patch.object(GRPOModule, "trainer", mock.Mock(world_size=1)):
+            outs.append(module._rollout(batch))
+    dyn, sta = outs
+    n = dyn.completion_ids.shape[1]
+    assert torch.equal(sta.completion_ids[:, :n], dyn.completion_ids)
+    assert not sta.completion_ids[:, n:].ne(module.pad_id).any()  # only pad beyond the dynamic length
+    assert torch.equal(sta.completion_mask[:, :n], dyn.completion_mask)
+    assert torch.allclose(sta.prefix.embeds, dyn.prefix.embeds, atol=1e-6)
+    assert torch.equal(sta.prefix.positions, dyn.prefix.positions)
+    assert torch.equal(sta.prefix.next_position, dyn.prefix.next_position)
