@@ -22,7 +22,11 @@ whole clip contents (template, word, cue): no test clip's audio+picture pair was
 but its carrier sentence was heard in training. A ~1M-parameter model trained from scratch for
 minutes cannot transcribe a Mandarin sentence it never heard, so with `--split sentence` (unseen
 templates) every condition's CER is near 1 and the comparison says nothing; that option is kept to
-show exactly that.
+show exactly that. `--split instance` trains on every usable clip and tests on the same contents spoken
+again at another speech rate (`--test-speed`), keeping only test clips whose (template, cue) was trained
+with BOTH words of its pair: the audio (identical for the two words) and the template cannot decide, only
+the picture can. Its frames are the training frames (the renderer is deterministic), so it measures
+whether the homophone choice is driven by the video, not whether visual reading generalises.
 """
 from __future__ import annotations
 
@@ -55,7 +59,10 @@ class BenchSettings:
     """Clips generated (before filtering and de-duplication)."""
     seed: int = 0
     split: str = "content"
-    """'content' (held-out template+word+cue contents) or 'sentence' (held-out templates)."""
+    """'content' (held-out template+word+cue contents), 'sentence' (held-out templates) or 'instance'
+    (same contents re-spoken at `test_speed`; only the picture separates the two words)."""
+    test_speed: int = 170
+    """espeak-ng words per minute of the re-spoken test set (--split instance; training uses 140)."""
     test_fraction: float = 0.25
     steps: int = 600
     batch_size: int = 8
@@ -71,12 +78,12 @@ class BenchSettings:
     """Also train the (random-init) audio and vision towers; 3x slower on CPU."""
 
 
-def generate_set(settings: BenchSettings) -> list[dict]:
+def generate_set(settings: BenchSettings, name: str = "synth", speed: int = 140) -> list[dict]:
     """Fresh synthetic clips; rows with absolute media paths."""
     from avcot.synth import generate
 
-    data_dir = Path(settings.out) / "synth"
-    manifest = generate(data_dir, settings.n, settings.seed, size=(224, 224), progress=True)
+    data_dir = Path(settings.out) / name
+    manifest = generate(data_dir, settings.n, settings.seed, size=(224, 224), speed=speed, progress=True)
     rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
     for r in rows:
         r["video"], r["audio"] = str(data_dir / r["video"]), str(data_dir / r["audio"])
@@ -108,6 +115,14 @@ def avcot_trace(row: dict) -> str:
     reasoning = f"同音候选：{'、'.join(candidates)}。画面显示“{row['screen_text']}”，支持“{row['target']}”。"
     return render_avcot(AVCoTTrace(visual_cues=f"{CUE_LABEL[row['cue']]}：{row['screen_text']}",
                                    acoustic_pinyin=row["pinyin"], reasoning=reasoning, transcription=row["text"]))
+
+
+def both_words_trained(train: list[dict], test: list[dict]) -> list[dict]:
+    """Test rows whose (template, cue) appears in `train` with both words of the pair."""
+    words: dict[tuple[str, str], set[str]] = {}
+    for r in train:
+        words.setdefault((r["sentence_id"], r["cue"]), set()).add(r["target"])
+    return [r for r in test if {r["target"], r["competitor"]} <= words.get((r["sentence_id"], r["cue"]), set())]
 
 
 def split(rows: list[dict], settings: BenchSettings) -> tuple[list[dict], list[dict]]:
@@ -226,7 +241,11 @@ def run(settings: BenchSettings) -> dict:
         torch.set_num_threads(settings.threads)
     out, t0 = Path(settings.out), time.monotonic()
     rows = usable_rows(generate_set(settings))
-    train_rows, test_rows = split(rows, settings)
+    if settings.split == "instance":
+        respoken = usable_rows(generate_set(settings, "synth_test", settings.test_speed))
+        train_rows, test_rows = rows, both_words_trained(rows, respoken)
+    else:
+        train_rows, test_rows = split(rows, settings)
     write_manifest(train_rows, out / "train.jsonl")
     test_manifest = write_manifest(test_rows, out / "test.jsonl")
     print(f"clips: {len(rows)} usable, {len(train_rows)} train, {len(test_rows)} test", flush=True)
@@ -258,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     defaults = BenchSettings(out="")
     ap.add_argument("--out", required=True, help="run directory (synthetic data, model, eval report)")
     for name in ("n", "seed", "steps", "batch_size", "warmup", "num_frames", "frame_size", "max_new_tokens",
-                 "threads"):
+                 "threads", "test_speed"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("test_fraction", "lr"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
-    ap.add_argument("--split", choices=("content", "sentence"), default=defaults.split)
+    ap.add_argument("--split", choices=("content", "sentence", "instance"), default=defaults.split)
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
     ap.add_argument("--train-towers", action="store_true", help="also train the audio and vision towers")
     args = ap.parse_args(argv)
