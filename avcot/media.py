@@ -227,7 +227,9 @@ def load_frames(path: str | Path, *, num_frames: int = 8, size: int | tuple[int,
         if not c.streams.video:
             raise MediaError(path, "has no video stream")
         stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Slice threads only: frame threading deadlocks in avcodec_free_context when decoding stops early
+        # (we break out after the last wanted frame), seen as a hang on a 2-core machine.
+        stream.thread_type = "SLICE"
         total, fps = _frame_count(path, stream, _stream_duration(c, stream))
         if max_seconds is not None:
             total = max(1, min(total, int(np.ceil(max_seconds * fps - 1e-6))))
