@@ -322,3 +322,12 @@ def test_a_manifest_with_every_row_rejected_is_an_error_not_zero_steps(tmp_path)
     with pytest.raises(BadRowError, match=r"m\.jsonl: no usable rows: all 3 rows were rejected.*rejects\.jsonl"):
         dm.setup("fit")
     assert len(rejects.read_text().splitlines()) == 3
+
+
+def test_non_utf8_manifest_is_a_clear_error_naming_the_file(tmp_path):
+    from datamodules.common import read_manifest
+
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes('{"id": "a", "video": null, "audio": "x.wav", "text": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.jsonl.*UTF-8"):
+        read_manifest(str(bad))
