@@ -27,6 +27,9 @@ again at another speech rate (`--test-speed`), keeping only test clips whose (te
 with BOTH words of its pair: the audio (identical for the two words) and the template cannot decide, only
 the picture can. Its frames are the training frames (the renderer is deterministic), so it measures
 whether the homophone choice is driven by the video, not whether visual reading generalises.
+`--split context` holds out (template, cue) pairs with BOTH words: a test clip's template was heard with
+other cues and its cue's picture (per-word sign, subtitle or scene colour) was seen with other templates,
+but never together, so neither (template, cue) memorisation nor the audio decides it.
 """
 from __future__ import annotations
 
@@ -59,8 +62,8 @@ class BenchSettings:
     """Clips generated (before filtering and de-duplication)."""
     seed: int = 0
     split: str = "content"
-    """'content' (held-out template+word+cue contents), 'sentence' (held-out templates) or 'instance'
-    (same contents re-spoken at `test_speed`; only the picture separates the two words)."""
+    """'content' (held-out template+word+cue contents), 'sentence' (held-out templates), 'instance'
+    (same contents re-spoken at `test_speed`) or 'context' (held-out template+cue, both words)."""
     test_speed: int = 170
     """espeak-ng words per minute of the re-spoken test set (--split instance; training uses 140)."""
     test_fraction: float = 0.25
@@ -102,7 +105,8 @@ def usable_rows(rows: list[dict]) -> list[dict]:
         key = (r["sentence_id"], r["target"], r["cue"])
         if r["cue"] in VISUAL_CUES and pinyin(r["target"]) == pinyin(r["competitor"]) and key not in seen:
             seen.add(key)
-            kept.append(dict(r, content=f"{r['sentence_id']}|{r['target']}|{r['cue']}"))
+            kept.append(dict(r, content=f"{r['sentence_id']}|{r['target']}|{r['cue']}",
+                             context=f"{r['sentence_id']}|{r['cue']}"))
     return kept
 
 
@@ -129,7 +133,7 @@ def split(rows: list[dict], settings: BenchSettings) -> tuple[list[dict], list[d
     """(train, test) with datamodules.common.split_rows, grouped by content or by sentence template."""
     from datamodules.common import split_rows
 
-    column = {"content": "content", "sentence": "sentence_id"}[settings.split]
+    column = {"content": "content", "sentence": "sentence_id", "context": "context"}[settings.split]
     return split_rows(rows, settings.test_fraction, settings.seed, column)
 
 
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("test_fraction", "lr"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
-    ap.add_argument("--split", choices=("content", "sentence", "instance"), default=defaults.split)
+    ap.add_argument("--split", choices=("content", "sentence", "instance", "context"), default=defaults.split)
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
     ap.add_argument("--train-towers", action="store_true", help="also train the audio and vision towers")
     args = ap.parse_args(argv)
