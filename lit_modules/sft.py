@@ -174,10 +174,8 @@ class SFTModule(L.LightningModule):
             return self(batch).loss
         from avcot.speed.label_loss import sft_loss
 
-        feats = None
-        if self.encoder_cache is not None:
-            keys = (batch.get("meta") or {}).get("media_keys") if isinstance(batch.get("meta"), dict) else None
-            feats = self.encoder_cache.features(self.model, batch, keys)
+        # The cache hashes the batch's media itself (no DataModule precomputes keys).
+        feats = self.encoder_cache.features(self.model, batch) if self.encoder_cache is not None else None
         return sft_loss(self.model, batch, feats)
 
     def training_step(self, batch: dict | None, batch_idx: int):
