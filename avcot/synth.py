@@ -11,6 +11,10 @@ byte-reproducible, sox dithers). Frames: PIL + Noto Sans CJK SC. Cue types:
 - scene: scene colour + drawn icon + a legend word that implies the word without spelling it;
 - conflict: the subtitle shows the COMPETITOR word while the speech says the target; the reference
   text stays what is spoken (tests single-modality dominance).
+Renderings: `all_contents(renders=K)` gives every (pair, template, word, cue) K times, each with its own
+seeded `Variation` (speech rate and pitch, cue box offset, background tint, font scale), so a model
+trained on some renderings can be tested on fresh ones of the same content (bench/learn_cavsr.py).
+`generate` (the fixtures) uses the identity variation, so its output is unchanged.
 Frames default to 224x224 (a multiple of 28; legible for OCR) rather than 112x112; loaders resize.
 MCQ departure: audio-only items list the target and three words from other pairs, not the competitor,
 because most competitors sound identical and such an item could not be answered from audio.
@@ -25,6 +29,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,10 +47,44 @@ CUES = ("background", "subtitle", "scene", "conflict")
 SAMPLE_RATE = 16000
 VOICE = "cmn-latn-pinyin"
 NEUTRAL_BG = (225, 225, 215)
+_RENDER_LOCK = threading.Lock()
 
 
 class SynthError(RuntimeError):
     """A tool, font or generation step failed; the message names what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How one rendering of a clip departs from the plain one (the identity by default)."""
+
+    speed: int | None = None
+    """espeak-ng words per minute; None = the generator's `speed`."""
+    pitch: int = 50
+    """espeak-ng pitch (0-99; 50 is espeak's default)."""
+    dx: float = 0.0
+    """Horizontal offset of the cue box and speaker, as a fraction of the frame width."""
+    dy: float = 0.0
+    """Vertical offset of the cue box and speaker, as a fraction of the frame height."""
+    tint: tuple[int, int, int] = (0, 0, 0)
+    """Added to the background colour (clipped to 0-255)."""
+    font_scale: float = 1.0
+    """Scales the starting font size of the cue text (it still shrinks to fit its box)."""
+
+
+IDENTITY = Variation()
+
+
+Voice = tuple[int, int]
+"""(espeak-ng words per minute, pitch 0-99)."""
+
+
+def random_variation(rng: random.Random, speed: int = 140, voices: tuple[Voice, ...] = ()) -> Variation:
+    """A seeded rendering: box offsets ±6%, tint ±20, font 0.8-1.0; voice = one of `voices`, or (with none
+    given) any rate in speed±30 wpm and pitch in 30-70."""
+    rate, pitch = rng.choice(voices) if voices else (rng.randint(speed - 30, speed + 30), rng.randint(30, 70))
+    return Variation(speed=rate, pitch=pitch, dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.04, 0.04),
+                     tint=tuple(rng.randint(-20, 20) for _ in range(3)), font_scale=rng.uniform(0.8, 1.0))
 
 
 @dataclass(frozen=True)
@@ -67,6 +106,7 @@ class SentenceSpec:
     """Scene of the target word."""
     screen_text: str
     """Text drawn on screen: sign, legend or subtitle (the competitor's sentence for `conflict`)."""
+    variation: Variation = IDENTITY
 
 
 # ---------------------------------------------------------------- tools and fonts
@@ -157,6 +197,34 @@ def make_sentences(n: int, seed: int) -> list[SentenceSpec]:
     return specs
 
 
+def all_contents(renders: int, seed: int, cues: tuple[str, ...] = CUES,
+                 voices: tuple[Voice, ...] = ()) -> list[SentenceSpec]:
+    """Every (pair, template, word, cue) content, `renders` times each with a seeded random Variation.
+
+    `voices` limits the speech to a fixed set of (rate, pitch) "speakers" (default: any voice in range).
+    Ids are `synth-r<seed>-<pair>-s<t>-w<word>-<cue>-<k>`; the same seed gives the same specs.
+    """
+    if renders <= 0:
+        raise ValueError(f"renders must be positive, got {renders}")
+    unknown = set(cues) - set(CUES)
+    if unknown:
+        raise ValueError(f"unknown cue(s) {sorted(unknown)}; expected some of {CUES}")
+    rng, specs = random.Random(f"renders-{seed}"), []
+    for pair in PAIRS:
+        for t, template in enumerate(pair.templates):
+            for w in (0, 1):
+                text = template.format(w=pair.words[w])
+                for cue in cues:
+                    for k in range(renders):
+                        specs.append(SentenceSpec(
+                            id=f"synth-r{seed}-{pair.key}-s{t}-w{w}-{cue}-{k}", sentence_id=f"{pair.key}-s{t}",
+                            pair_key=pair.key, target=pair.words[w], competitor=pair.words[1 - w], text=text,
+                            pinyin=tone_pinyin(text), cue=cue, scene=pair.scenes[w],
+                            screen_text=_screen_text(pair, template, cue, w),
+                            variation=random_variation(rng, voices=voices)))
+    return specs
+
+
 # ---------------------------------------------------------------- frames
 
 
@@ -208,27 +276,43 @@ def _draw_icon(draw: ImageDraw.ImageDraw, icon: str, box: tuple[int, int, int, i
 
 
 def _base_frame(spec: SentenceSpec, size: tuple[int, int]) -> Image.Image:
-    """The still picture for a spec (cue-specific), without the per-frame progress bar."""
+    """The still picture for a spec (cue-specific, moved/tinted by its Variation), without the progress bar."""
     w, h = size
-    img = Image.new("RGB", size, spec.scene.colour if spec.cue == "scene" else NEUTRAL_BG)
+    v = spec.variation
+    bg = spec.scene.colour if spec.cue == "scene" else NEUTRAL_BG
+    img = Image.new("RGB", size, tuple(min(255, max(0, c + t)) for c, t in zip(bg, v.tint)))
     draw = ImageDraw.Draw(img)
+
+    def at(fx0: float, fy0: float, fx1: float, fy1: float) -> tuple[int, int, int, int]:
+        # Fractions of the frame, shifted by the variation (identity: the exact boxes of the plain render).
+        return int(w * (fx0 + v.dx)), int(h * (fy0 + v.dy)), int(w * (fx1 + v.dx)), int(h * (fy1 + v.dy))
+
     # A plain speaker silhouette so every clip has "someone talking".
-    draw.ellipse((w * 0.42, h * 0.38, w * 0.58, h * 0.54), fill=(90, 90, 100))
-    draw.rounded_rectangle((w * 0.33, h * 0.56, w * 0.67, h * 0.9), radius=max(1, int(w * 0.06)), fill=(90, 90, 100))
+    draw.ellipse(_shift((w * 0.42, h * 0.38, w * 0.58, h * 0.54), v, size), fill=(90, 90, 100))
+    draw.rounded_rectangle(_shift((w * 0.33, h * 0.56, w * 0.67, h * 0.9), v, size),
+                           radius=max(1, int(w * 0.06)), fill=(90, 90, 100))
     if spec.cue == "background":
-        box = (int(w * 0.1), int(h * 0.06), int(w * 0.9), int(h * 0.3))
+        box = at(0.1, 0.06, 0.9, 0.3)
         draw.rectangle(box, fill=(20, 90, 60))
-        _draw_centered(draw, box, spec.screen_text, (255, 255, 255), int(h * 0.16))
+        _draw_centered(draw, box, spec.screen_text, (255, 255, 255), int(h * 0.16 * v.font_scale))
     elif spec.cue == "scene":
-        _draw_icon(draw, spec.scene.icon, (int(w * 0.06), int(h * 0.06), int(w * 0.3), int(h * 0.3)))
-        box = (int(w * 0.04), int(h * 0.8), int(w * 0.52), int(h * 0.96))
+        _draw_icon(draw, spec.scene.icon, at(0.06, 0.06, 0.3, 0.3))
+        box = at(0.04, 0.8, 0.52, 0.96)
         draw.rectangle(box, fill=(255, 255, 255))
-        _draw_centered(draw, box, spec.screen_text, (20, 20, 20), int(h * 0.11))
-    else:  # subtitle / conflict: a subtitle band
-        box = (0, int(h * 0.8), w, h)
+        _draw_centered(draw, box, spec.screen_text, (20, 20, 20), int(h * 0.11 * v.font_scale))
+    else:  # subtitle / conflict: a full-width subtitle band (only moves vertically)
+        box = (0, int(h * (0.8 + min(0.0, v.dy))), w, h)
         draw.rectangle(box, fill=(0, 0, 0))
-        _draw_centered(draw, box, spec.screen_text, (255, 255, 255), int(h * 0.12))
+        _draw_centered(draw, box, spec.screen_text, (255, 255, 255), int(h * 0.12 * v.font_scale))
     return img
+
+
+def _shift(box: tuple[float, float, float, float], v: Variation, size: tuple[int, int]) -> tuple:
+    """Pixel box moved by the variation's offsets (the identity returns it unchanged)."""
+    if v.dx == 0.0 and v.dy == 0.0:
+        return box
+    dx, dy = v.dx * size[0], v.dy * size[1]
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
 def render_frames(spec: SentenceSpec, size: tuple[int, int], n_frames: int) -> list[Image.Image]:
@@ -248,16 +332,20 @@ def render_frames(spec: SentenceSpec, size: tuple[int, int], n_frames: int) -> l
 # ---------------------------------------------------------------- audio and muxing
 
 
-def synthesize_speech(pinyin: str, out_wav: Path, *, speed: int = 140, min_seconds: float = 0.0) -> float:
+def synthesize_speech(pinyin: str, out_wav: Path, *, speed: int = 140, min_seconds: float = 0.0,
+                      pitch: int = 50) -> float:
     """Speak tone-digit pinyin with espeak-ng into a 16 kHz mono PCM16 wav; returns its duration (s).
 
-    Trailing silence pads the clip to `min_seconds`.
+    Trailing silence pads the clip to `min_seconds`. `pitch` is espeak-ng's -p (0-99, default 50).
     """
     exe = require_tool("espeak-ng", "espeak-ng")
+    if not 0 <= pitch <= 99:
+        raise ValueError(f"pitch must be in 0..99 (espeak-ng -p), got {pitch}")
     out_wav = Path(out_wav)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "espeak.wav"
-        proc = subprocess.run([exe, "-v", VOICE, "-s", str(speed), "-w", str(raw), pinyin],
+        pitch_args = [] if pitch == 50 else ["-p", str(pitch)]  # 50 is espeak's default: keep old argv
+        proc = subprocess.run([exe, "-v", VOICE, "-s", str(speed), *pitch_args, "-w", str(raw), pinyin],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not raw.is_file():
             raise SynthError(f"espeak-ng failed for {pinyin!r}: {proc.stderr.strip()}")
@@ -359,6 +447,37 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def generate(out_dir: Path, n: int, seed: int, *, mcq: bool = False, size: tuple[int, int] = (224, 224),
              fps: float = 2.0, min_seconds: float = 0.0, speed: int = 140, progress: bool = True) -> Path:
     """Write N clips (wav + mp4) and manifest.jsonl (+ mcq.jsonl) under out_dir; returns the manifest path."""
+
+    specs = make_sentences(n, seed)
+    manifest = write_clips(specs, out_dir, size=size, fps=fps, min_seconds=min_seconds, speed=speed,
+                           progress=progress)
+    if mcq:
+        paths = {spec.id: (f"clips/{spec.id}.mp4", f"clips/{spec.id}.wav") for spec in specs}
+        items = make_mcq(specs, paths, seed)
+        _write_jsonl(out_dir / "mcq.jsonl", [{**asdict(it), "options": list(it.options)} for it in items])
+    return manifest
+
+
+def _write_clip(spec: SentenceSpec, out_dir: Path, size: tuple[int, int], fps: float, min_seconds: float,
+                speed: int) -> dict:
+    wav_rel, mp4_rel = f"clips/{spec.id}.wav", f"clips/{spec.id}.mp4"
+    v = spec.variation
+    duration = synthesize_speech(spec.pinyin, out_dir / wav_rel, speed=v.speed or speed, min_seconds=min_seconds,
+                                 pitch=v.pitch)
+    with _RENDER_LOCK:  # the cached FreeType faces are shared and not thread-safe
+        frames = render_frames(spec, size, max(1, math.ceil(duration * fps)))
+    mux(frames, out_dir / wav_rel, out_dir / mp4_rel, fps)
+    return manifest_row(spec, mp4_rel, wav_rel, duration)
+
+
+def write_clips(specs: list[SentenceSpec], out_dir: Path, *, size: tuple[int, int] = (224, 224), fps: float = 2.0,
+                min_seconds: float = 0.0, speed: int = 140, workers: int = 1, progress: bool = True) -> Path:
+    """Render specs (wav + mp4 each) under out_dir/clips and write out_dir/manifest.jsonl in spec order.
+
+    `workers` > 1 runs the espeak-ng/ffmpeg subprocesses from a thread pool; the bytes do not change.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     require_tool("espeak-ng", "espeak-ng")
@@ -366,20 +485,11 @@ def generate(out_dir: Path, n: int, seed: int, *, mcq: bool = False, size: tuple
     find_cjk_font()
     out_dir = Path(out_dir)
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
-    specs = make_sentences(n, seed)
-    rows, paths = [], {}
-    for spec in tqdm(specs, desc="synth clips", disable=not progress):
-        wav_rel, mp4_rel = f"clips/{spec.id}.wav", f"clips/{spec.id}.mp4"
-        duration = synthesize_speech(spec.pinyin, out_dir / wav_rel, speed=speed, min_seconds=min_seconds)
-        frames = render_frames(spec, size, max(1, math.ceil(duration * fps)))
-        mux(frames, out_dir / wav_rel, out_dir / mp4_rel, fps)
-        rows.append(manifest_row(spec, mp4_rel, wav_rel, duration))
-        paths[spec.id] = (mp4_rel, wav_rel)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        jobs = pool.map(lambda sp: _write_clip(sp, out_dir, size, fps, min_seconds, speed), specs)
+        rows = list(tqdm(jobs, total=len(specs), desc="synth clips", disable=not progress))
     manifest = out_dir / "manifest.jsonl"
     _write_jsonl(manifest, rows)
-    if mcq:
-        items = make_mcq(specs, paths, seed)
-        _write_jsonl(out_dir / "mcq.jsonl", [{**asdict(it), "options": list(it.options)} for it in items])
     return manifest
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,15 @@ from avcot.records import LETTERS, McqItem
 from avcot.synth import (
     CUES,
     SynthError,
+    Variation,
+    all_contents,
     generate,
     homophone_pairs,
     make_mcq,
     make_sentences,
     render_frames,
     tone_pinyin,
+    write_clips,
 )
 
 SYNTH = Path(__file__).parent / "data" / "synth"
@@ -231,3 +235,66 @@ def test_cli_pads_to_min_seconds(tmp_path, capsys):
     assert row["duration_s"] == pytest.approx(6.0, abs=1e-3)
     assert not (tmp_path / "mcq.jsonl").exists()
     assert str(tmp_path / "manifest.jsonl") in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- renderings (learning benchmark)
+
+
+def test_all_contents_covers_every_content_once_per_render():
+    cues = ("background", "subtitle", "scene")
+    specs = all_contents(3, seed=1, cues=cues)
+    pairs = homophone_pairs()
+    n_contents = sum(len(p.templates) for p in pairs) * 2 * len(cues)
+    assert len(specs) == 3 * n_contents
+    assert len({s.id for s in specs}) == len(specs)
+    per_content = Counter((s.sentence_id, s.target, s.cue) for s in specs)
+    assert set(per_content.values()) == {3}
+    assert len({s.variation for s in specs}) == len(specs)  # every rendering differs
+    for s in specs:
+        assert s.text.replace(s.target, "") != s.text and s.competitor != s.target
+        assert s.pinyin == tone_pinyin(s.text)
+        assert 110 <= s.variation.speed <= 170 and 30 <= s.variation.pitch <= 70
+    assert all_contents(3, seed=1, cues=cues) == specs  # seeded
+    assert [s.variation for s in all_contents(3, seed=2, cues=cues)] != [s.variation for s in specs]
+
+
+def test_all_contents_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="renders"):
+        all_contents(0, seed=0)
+    with pytest.raises(ValueError, match="unknown cue"):
+        all_contents(1, seed=0, cues=("sign",))
+
+
+def test_variation_moves_and_tints_the_picture_but_identity_is_plain():
+    spec = next(s for s in make_sentences(8, seed=0) if s.cue == "background")
+    plain = np.asarray(render_frames(spec, (112, 112), 1)[0])
+    same = np.asarray(render_frames(replace(spec, variation=Variation()), (112, 112), 1)[0])
+    assert np.array_equal(plain, same)
+    moved = np.asarray(render_frames(replace(spec, variation=Variation(dx=0.05, tint=(20, -20, 0))), (112, 112), 1)[0])
+    assert moved.shape == plain.shape and not np.array_equal(moved, plain)
+    corner = moved[-1, -1].astype(int) - plain[-1, -1].astype(int)  # the background shows there in both
+    assert list(corner) == [20, -20, 0]
+
+
+@pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng and ffmpeg not installed (apt-get install -y espeak-ng ffmpeg)")
+def test_write_clips_threads_give_the_same_bytes_and_pitch_changes_audio(tmp_path):
+    from avcot.media import load_audio
+
+    specs = all_contents(1, seed=3, cues=("scene",))[:3]
+    a = write_clips(specs, tmp_path / "a", size=(112, 112), workers=1, progress=False)
+    b = write_clips(specs, tmp_path / "b", size=(112, 112), workers=3, progress=False)
+    assert a.read_bytes() == b.read_bytes() and _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert [r["id"] for r in _jsonl(a)] == [s.id for s in specs]  # spec order kept
+    low = replace(specs[0], id="low", variation=Variation(pitch=20))
+    high = replace(specs[0], id="high", variation=Variation(pitch=80))
+    write_clips([low, high], tmp_path / "c", size=(112, 112), progress=False)
+    wav = {k: load_audio(tmp_path / "c" / "clips" / f"{k}.wav") for k in ("low", "high")}
+    assert not np.array_equal(wav["low"][:8000], wav["high"][:8000])
+    with pytest.raises(ValueError, match="pitch"):
+        synth.synthesize_speech("ni3 hao3", tmp_path / "x.wav", pitch=120)
+
+
+def test_all_contents_voices_are_drawn_from_the_given_speakers():
+    voices = ((120, 40), (160, 60))
+    specs = all_contents(2, seed=0, cues=("scene",), voices=voices)
+    assert {(s.variation.speed, s.variation.pitch) for s in specs} == set(voices)
