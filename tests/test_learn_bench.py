@@ -83,3 +83,16 @@ def test_parse_voices():
     assert learn.parse_voices("") == ()
     with pytest.raises(ValueError, match="rate:pitch"):
         learn.parse_voices("fast")
+
+
+@pytest.mark.slow  # synthesises ~216 clips and runs five eval passes: ~2-3 min on 2 cores
+def test_benchmark_runs_end_to_end_and_reports_every_condition(tmp_path):
+    settings = learn.BenchSettings(out=str(tmp_path), renders=1, steps=3, warmup=1, max_new_tokens=8, workers=2)
+    summary = learn.run(settings)
+    conditions = {"true", "black", "random", "audio_only", "competitor_video"}
+    assert set(summary["cer"]) == conditions and set(summary["outcomes"]) == conditions
+    assert summary["clips_train"] == summary["clips_test"] == 108  # 9 same-tone pairs x 2 templates x 2 x 3 cues
+    assert summary["clips_without_competitor_video"] == 0
+    assert summary["outcomes"]["true"]["all"]["n"] == 108
+    saved = (tmp_path / "results.json").read_text(encoding="utf-8")
+    assert '"competitor_video"' in saved and (tmp_path / "model" / "config.json").is_file()
