@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pypinyin import Style, lazy_pinyin
 
 from avcot.records import LETTERS, McqItem
-from avcot.synth_data import PAIRS, HomophonePair, Scene
+from avcot.synth_data import IDENTITY, PAIRS, HomophonePair, Scene, Variation, Voice, random_variation
 
 CUES = ("background", "subtitle", "scene", "conflict")
 SAMPLE_RATE = 16000
@@ -52,39 +52,6 @@ _RENDER_LOCK = threading.Lock()
 
 class SynthError(RuntimeError):
     """A tool, font or generation step failed; the message names what and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Variation:
-    """How one rendering of a clip departs from the plain one (the identity by default)."""
-
-    speed: int | None = None
-    """espeak-ng words per minute; None = the generator's `speed`."""
-    pitch: int = 50
-    """espeak-ng pitch (0-99; 50 is espeak's default)."""
-    dx: float = 0.0
-    """Horizontal offset of the cue box and speaker, as a fraction of the frame width."""
-    dy: float = 0.0
-    """Vertical offset of the cue box and speaker, as a fraction of the frame height."""
-    tint: tuple[int, int, int] = (0, 0, 0)
-    """Added to the background colour (clipped to 0-255)."""
-    font_scale: float = 1.0
-    """Scales the starting font size of the cue text (it still shrinks to fit its box)."""
-
-
-IDENTITY = Variation()
-
-
-Voice = tuple[int, int]
-"""(espeak-ng words per minute, pitch 0-99)."""
-
-
-def random_variation(rng: random.Random, speed: int = 140, voices: tuple[Voice, ...] = ()) -> Variation:
-    """A seeded rendering: box offsets ±6%, tint ±20, font 0.8-1.0; voice = one of `voices`, or (with none
-    given) any rate in speed±30 wpm and pitch in 30-70."""
-    rate, pitch = rng.choice(voices) if voices else (rng.randint(speed - 30, speed + 30), rng.randint(30, 70))
-    return Variation(speed=rate, pitch=pitch, dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.04, 0.04),
-                     tint=tuple(rng.randint(-20, 20) for _ in range(3)), font_scale=rng.uniform(0.8, 1.0))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 Each pair holds two words whose toneless pinyin is identical (most also share the tones, so the
 audio alone cannot tell them apart); each word comes with a visual scene that decides it. Every
 template has one `{w}` slot where either word of the pair is grammatical, so the spoken sentence
-is ambiguous by sound and only the picture settles it — the CAVSR premise.
+is ambiguous by sound and only the picture settles it — the CAVSR premise. `Variation` describes how
+one rendering of a clip departs from the plain one (voice, layout, tint, font size).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 
@@ -41,6 +43,39 @@ class HomophonePair:
     def same_tones(self) -> bool:
         """True when the two words are full homophones (tones included)."""
         return self.pinyin[0] == self.pinyin[1]
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How one rendering of a clip departs from the plain one (the identity by default)."""
+
+    speed: int | None = None
+    """espeak-ng words per minute; None = the generator's `speed`."""
+    pitch: int = 50
+    """espeak-ng pitch (0-99; 50 is espeak's default)."""
+    dx: float = 0.0
+    """Horizontal offset of the cue box and speaker, as a fraction of the frame width."""
+    dy: float = 0.0
+    """Vertical offset of the cue box and speaker, as a fraction of the frame height."""
+    tint: tuple[int, int, int] = (0, 0, 0)
+    """Added to the background colour (clipped to 0-255)."""
+    font_scale: float = 1.0
+    """Scales the starting font size of the cue text (it still shrinks to fit its box)."""
+
+
+IDENTITY = Variation()
+
+
+Voice = tuple[int, int]
+"""(espeak-ng words per minute, pitch 0-99)."""
+
+
+def random_variation(rng: random.Random, speed: int = 140, voices: tuple[Voice, ...] = ()) -> Variation:
+    """A seeded rendering: box offsets ±6%, tint ±20, font 0.8-1.0; voice = one of `voices`, or (with none
+    given) any rate in speed±30 wpm and pitch in 30-70."""
+    rate, pitch = rng.choice(voices) if voices else (rng.randint(speed - 30, speed + 30), rng.randint(30, 70))
+    return Variation(speed=rate, pitch=pitch, dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.04, 0.04),
+                     tint=tuple(rng.randint(-20, 20) for _ in range(3)), font_scale=rng.uniform(0.8, 1.0))
 
 
 def _pair(key: str, a: str, pa: str, b: str, pb: str, sa: Scene, sb: Scene, *templates: str) -> HomophonePair:
