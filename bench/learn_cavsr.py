@@ -25,7 +25,8 @@
 
 Split (departure from the issue's "split by sentence", on purpose). The default `--split render` tests
 on FRESH renderings (another seed: new cue position, tint and font size; the voice is one of the
-`--voices` speakers heard in training, or a random new one with `--voices ''`) of the contents trained on. Every (template, cue) is trained with both words of its pair and the two words sound
+`--voices` speakers heard in training, or a random new one with `--voices ''`) of the contents
+trained on. Every (template, cue) is trained with both words of its pair and the two words sound
 identical, so neither the audio nor the sentence can decide a test clip: only reading the new picture
 can. A ~1M-parameter model trained from scratch for minutes cannot transcribe a Mandarin sentence it
 never heard, so `--split sentence` (held-out templates) gives CER near 1 in every condition and says
@@ -257,6 +258,22 @@ def competitor_video_rows(rows: list[dict]) -> tuple[list[dict], int]:
     return out, len(rows) - len(out)
 
 
+def summary_table(summary: dict) -> str:
+    """results.json as a markdown table: CER and outcome rates per condition, word accuracy per cue."""
+    cues = [c for c in ("background", "subtitle", "scene") if c in summary["outcomes"].get("true", {})]
+    lines = [f"# Learning benchmark: {summary['date']}", "", f"Command: `{summary['command']}`  ",
+             f"Machine: {summary['machine']}; {summary['clips_train']} training / {summary['clips_test']} test "
+             f"clips; training {summary['train_seconds']} s, total {summary['total_seconds']} s.", "",
+             "| condition | corpus CER | word acc | competitor | frame right | " + " / ".join(cues) + " |",
+             "|---|---|---|---|---|---|"]
+    for cond, cer in summary["cer"].items():
+        o = summary["outcomes"][cond]
+        per_cue = " / ".join(f"{o[c]['word']:.2f}" for c in cues if c in o)
+        lines.append(f"| {cond} | {cer:.3f} | {o['all']['word']:.2f} | {o['all']['competitor']:.2f} | "
+                     f"{o['all']['frame']:.2f} | {per_cue} |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, name: str, ablations: tuple[str, ...]):
     """The real eval path: python -m avcot.eval cavsr on the saved full checkpoint, into OUT/<name>."""
     from avcot.eval.cavsr import CavsrEvalSettings, run_cavsr
@@ -270,7 +287,7 @@ def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, name: str
 
 
 def run(settings: BenchSettings) -> dict:
-    """Generate, filter, split, train, save, evaluate; returns (and writes) results.json."""
+    """Generate, filter, split, train, save, evaluate; returns (and writes) results.json and summary.md."""
     from avcot.eval.metrics import cer_by_ablation
     from avcot.model import count_parameters, load_thinker
     from avcot.processor import load_processor
@@ -312,6 +329,7 @@ def run(settings: BenchSettings) -> dict:
         "outcomes": breakdown(preds, test_rows),
     }
     (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "summary.md").write_text(summary_table(summary), encoding="utf-8")
     print(json.dumps({"cer": cer, "train_seconds": summary["train_seconds"], "total_seconds": summary["total_seconds"],
                       "outcomes": {c: v["all"] for c, v in summary["outcomes"].items()}}, ensure_ascii=False, indent=2))
     return summary

@@ -78,6 +78,18 @@ def test_breakdown_rates_per_condition_and_cue():
     assert table["true"]["subtitle"]["competitor"] == 1.0 and table["true"]["scene"]["word"] == 1.0
 
 
+def test_summary_table_has_a_row_per_condition_with_its_numbers():
+    rates = {"n": 2, "word": 0.5, "competitor": 0.25, "frame": 1.0, "exact": 0.5}
+    summary = {"date": "d", "command": "c", "machine": "m", "clips_train": 4, "clips_test": 2, "train_seconds": 1,
+               "total_seconds": 2, "cer": {"true": 0.0412, "random": 0.2},
+               "outcomes": {"true": {"all": rates, "scene": dict(rates, word=1.0)},
+                            "random": {"all": dict(rates, word=0.0), "scene": dict(rates, word=0.0)}}}
+    lines = learn.summary_table(summary).splitlines()
+    assert "| true | 0.041 | 0.50 | 0.25 | 1.00 | 1.00 |" in lines
+    assert "| random | 0.200 | 0.00 | 0.25 | 1.00 | 0.00 |" in lines
+    assert any(line.endswith("| scene |") for line in lines)
+
+
 def test_parse_voices():
     assert learn.parse_voices("120:40, 160:60") == ((120, 40), (160, 60))
     assert learn.parse_voices("") == ()
@@ -96,3 +108,4 @@ def test_benchmark_runs_end_to_end_and_reports_every_condition(tmp_path):
     assert summary["outcomes"]["true"]["all"]["n"] == 108
     saved = (tmp_path / "results.json").read_text(encoding="utf-8")
     assert '"competitor_video"' in saved and (tmp_path / "model" / "config.json").is_file()
+    assert "| competitor_video |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
