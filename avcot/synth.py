@@ -155,13 +155,18 @@ def make_sentences(n: int, seed: int) -> list[SentenceSpec]:
     specs = []
     for i in range(n):
         p, t, w = combos[i % len(combos)]
-        pair, template = PAIRS[p], PAIRS[p].templates[t]
-        text = template.format(w=pair.words[w])
-        specs.append(SentenceSpec(
-            id=f"synth-s{seed}-{i:04d}", sentence_id=f"{pair.key}-s{t}", pair_key=pair.key,
-            target=pair.words[w], competitor=pair.words[1 - w], text=text, pinyin=tone_pinyin(text),
-            cue=cues[i], scene=pair.scenes[w], screen_text=_screen_text(pair, template, cues[i], w)))
+        specs.append(_spec(f"synth-s{seed}-{i:04d}", PAIRS[p], t, w, cues[i]))
     return specs
+
+
+def _spec(spec_id: str, pair: HomophonePair, t: int, w: int, cue: str, variation: Variation = IDENTITY) -> SentenceSpec:
+    """The spec of template t of `pair` spoken with word w under `cue`."""
+    template = pair.templates[t]
+    text = template.format(w=pair.words[w])
+    return SentenceSpec(
+        id=spec_id, sentence_id=f"{pair.key}-s{t}", pair_key=pair.key, target=pair.words[w],
+        competitor=pair.words[1 - w], text=text, pinyin=tone_pinyin(text), cue=cue, scene=pair.scenes[w],
+        screen_text=_screen_text(pair, template, cue, w), variation=variation)
 
 
 def all_contents(renders: int, seed: int, cues: tuple[str, ...] = CUES,
@@ -177,18 +182,11 @@ def all_contents(renders: int, seed: int, cues: tuple[str, ...] = CUES,
     if unknown:
         raise ValueError(f"unknown cue(s) {sorted(unknown)}; expected some of {CUES}")
     rng, specs = random.Random(f"renders-{seed}"), []
-    for pair in PAIRS:
-        for t, template in enumerate(pair.templates):
-            for w in (0, 1):
-                text = template.format(w=pair.words[w])
-                for cue in cues:
-                    for k in range(renders):
-                        specs.append(SentenceSpec(
-                            id=f"synth-r{seed}-{pair.key}-s{t}-w{w}-{cue}-{k}", sentence_id=f"{pair.key}-s{t}",
-                            pair_key=pair.key, target=pair.words[w], competitor=pair.words[1 - w], text=text,
-                            pinyin=tone_pinyin(text), cue=cue, scene=pair.scenes[w],
-                            screen_text=_screen_text(pair, template, cue, w),
-                            variation=random_variation(rng, voices=voices)))
+    contents = [(pair, t, w, cue) for pair in PAIRS for t in range(len(pair.templates)) for w in (0, 1) for cue in cues]
+    for pair, t, w, cue in contents:
+        for k in range(renders):
+            specs.append(_spec(f"synth-r{seed}-{pair.key}-s{t}-w{w}-{cue}-{k}", pair, t, w, cue,
+                               random_variation(rng, voices=voices)))
     return specs
 
 
@@ -250,21 +248,23 @@ def _base_frame(spec: SentenceSpec, size: tuple[int, int]) -> Image.Image:
     img = Image.new("RGB", size, tuple(min(255, max(0, c + t)) for c, t in zip(bg, v.tint)))
     draw = ImageDraw.Draw(img)
 
-    def at(fx0: float, fy0: float, fx1: float, fy1: float) -> tuple[int, int, int, int]:
+    def at(fx0: float, fy0: float, fx1: float, fy1: float) -> tuple[float, float, float, float]:
         # Fractions of the frame, shifted by the variation (identity: the exact boxes of the plain render).
-        return int(w * (fx0 + v.dx)), int(h * (fy0 + v.dy)), int(w * (fx1 + v.dx)), int(h * (fy1 + v.dy))
+        return w * (fx0 + v.dx), h * (fy0 + v.dy), w * (fx1 + v.dx), h * (fy1 + v.dy)
+
+    def at_px(*fractions: float) -> tuple[int, int, int, int]:
+        return tuple(int(c) for c in at(*fractions))
 
     # A plain speaker silhouette so every clip has "someone talking".
-    draw.ellipse(_shift((w * 0.42, h * 0.38, w * 0.58, h * 0.54), v, size), fill=(90, 90, 100))
-    draw.rounded_rectangle(_shift((w * 0.33, h * 0.56, w * 0.67, h * 0.9), v, size),
-                           radius=max(1, int(w * 0.06)), fill=(90, 90, 100))
+    draw.ellipse(at(0.42, 0.38, 0.58, 0.54), fill=(90, 90, 100))
+    draw.rounded_rectangle(at(0.33, 0.56, 0.67, 0.9), radius=max(1, int(w * 0.06)), fill=(90, 90, 100))
     if spec.cue == "background":
-        box = at(0.1, 0.06, 0.9, 0.3)
+        box = at_px(0.1, 0.06, 0.9, 0.3)
         draw.rectangle(box, fill=(20, 90, 60))
         _draw_centered(draw, box, spec.screen_text, (255, 255, 255), int(h * 0.16 * v.font_scale))
     elif spec.cue == "scene":
-        _draw_icon(draw, spec.scene.icon, at(0.06, 0.06, 0.3, 0.3))
-        box = at(0.04, 0.8, 0.52, 0.96)
+        _draw_icon(draw, spec.scene.icon, at_px(0.06, 0.06, 0.3, 0.3))
+        box = at_px(0.04, 0.8, 0.52, 0.96)
         draw.rectangle(box, fill=(255, 255, 255))
         _draw_centered(draw, box, spec.screen_text, (20, 20, 20), int(h * 0.11 * v.font_scale))
     else:  # subtitle / conflict: a full-width subtitle band (only moves vertically)
@@ -272,14 +272,6 @@ def _base_frame(spec: SentenceSpec, size: tuple[int, int]) -> Image.Image:
         draw.rectangle(box, fill=(0, 0, 0))
         _draw_centered(draw, box, spec.screen_text, (255, 255, 255), int(h * 0.12 * v.font_scale))
     return img
-
-
-def _shift(box: tuple[float, float, float, float], v: Variation, size: tuple[int, int]) -> tuple:
-    """Pixel box moved by the variation's offsets (the identity returns it unchanged)."""
-    if v.dx == 0.0 and v.dy == 0.0:
-        return box
-    dx, dy = v.dx * size[0], v.dy * size[1]
-    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
 def render_frames(spec: SentenceSpec, size: tuple[int, int], n_frames: int) -> list[Image.Image]:
@@ -414,7 +406,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def generate(out_dir: Path, n: int, seed: int, *, mcq: bool = False, size: tuple[int, int] = (224, 224),
              fps: float = 2.0, min_seconds: float = 0.0, speed: int = 140, progress: bool = True) -> Path:
     """Write N clips (wav + mp4) and manifest.jsonl (+ mcq.jsonl) under out_dir; returns the manifest path."""
-
     specs = make_sentences(n, seed)
     manifest = write_clips(specs, out_dir, size=size, fps=fps, min_seconds=min_seconds, speed=speed,
                            progress=progress)
