@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(espeak-ng sox ffmpeg fonts-noto-cjk chromium chromium-driver)
+# g++: torch.compile's CPU backend (inductor) builds C++ kernels (the compiled-rollout test)
+APT_PKGS=(espeak-ng sox ffmpeg fonts-noto-cjk chromium chromium-driver g++)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

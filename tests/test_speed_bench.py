@@ -46,3 +46,38 @@ def test_bench_rollout_tiny_writes_both_paths_and_ratios(tmp_path):
         (p, b, g) for p in ("ours", "stock") for b, g in ((1, 1), (1, 4), (4, 1))}
     assert all("error" not in r and r["gen_tokens_per_s"] > 0 for r in gens)
     assert len([r for r in recs if r["stage"] == "ratio"]) == 3
+
+
+def test_real_size_shapes_match_the_reference_sample():
+    """The 7b/3b benches build the reference's model and sample (checked on the meta device: no memory)."""
+    import torch
+
+    from avcot.speed import benchkit
+
+    meta = torch.device("meta")
+    big = benchkit.build_thinker("7b", torch.bfloat16, meta)
+    assert abs(sum(p.numel() for p in big.parameters()) / 1e9 - 8.93) < 0.01  # issue 7: 8.93 B params
+    batch = benchkit.make_batch(big, "7b", 2)
+    assert batch["input_ids"].shape == (2, 1622)  # 24 + 250 audio + 1024 video + 4 markers + 320 text
+    assert int((batch["labels"][0] != -100).sum()) == 320
+    assert int((batch["input_ids"][0] == big.config.audio_token_id).sum()) == 250
+    assert int((batch["input_ids"][0] == big.config.video_token_id).sum()) == 1024
+    small = benchkit.build_thinker("3b", torch.bfloat16, meta)
+    assert len(small.model.language_model.layers) == 36 and small.config.text_config.hidden_size == 2048
+    assert not any(p.requires_grad for p in small.model.audio_tower.parameters())  # towers frozen
+
+
+def test_bench_sft_tiny_qlora_nf4_runs_ours_only(tmp_path):
+    """The QLoRA command of bench/README.md (nf4 LM linears, all levers, LM checkpointing) on the tiny model."""
+    import pytest
+
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "nf4.jsonl"
+    args = ["--size", "tiny", "--quant", "nf4", "--levers", "cache,label,ckpt", "--modes", "ckpt", "--bsz", "1",
+            "--no-stock", "--iters", "1", "--out", str(out)]
+    assert _load("bench_sft").main(args) == 0
+    recs = _records(out)
+    assert next(r for r in recs if r["stage"] == "nf4")["linears"] > 0
+    steps = [r for r in recs if r["stage"] == "sft"]
+    assert [(r["path"], r["quant"], r["lm_ckpt"]) for r in steps] == [("ours", "nf4", True)]
+    assert "error" not in steps[0] and steps[0]["samples_per_s"] > 0

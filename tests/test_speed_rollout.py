@@ -80,3 +80,26 @@ def test_sampling_and_prefix_match_the_grpo_sampler(tiny_processor, policy):
     assert torch.equal(pre.positions, theirs.prefix.positions)
     assert torch.equal(pre.next_position, theirs.prefix.next_position)
     torch.testing.assert_close(pre.embeds, theirs.prefix.embeds)
+
+
+def test_compiled_decode_step_matches_eager_and_follows_weight_updates(tiny_processor):
+    """`compile=True` (the CUDA default) runs here through inductor's CPU backend: same greedy tokens as the
+    eager step, no recompilation for a second rollout of the same shape, and in-place LoRA updates (what the
+    optimizer does between GRPO rollouts) are seen by the compiled step."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = apply_lora(load_thinker(seed=7), LoraSettings(dropout=0.0)).eval()
+    batch = tiny_batch(tiny_processor, side="left", with_target=False)
+    settings = RolloutSettings(max_new_tokens=6, group_size=2, pad_token_id=tiny_processor.tokenizer.pad_token_id)
+    eager, compiled = StaticDecoder(model, compile=False), StaticDecoder(model, compile=True)
+    before = eager.rollout(batch, settings)
+    assert compiled.compiled and compiled.rollout(batch, settings).tolist() == before.tolist()
+    with torch.no_grad():  # an optimizer step: LoRA B matrices change in place (start at zero)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.5)
+    after = eager.rollout(batch, settings)
+    assert after.tolist() != before.tolist()  # the update changes what is decoded...
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert compiled.rollout(batch, settings).tolist() == after.tolist()  # ...and the compiled graph sees it

@@ -52,6 +52,8 @@ def build_thinker(size: str, dtype: torch.dtype, dev: torch.device):
             t = cfg.text_config
             t.hidden_size, t.intermediate_size, t.num_hidden_layers = 2048, 11008, 36
             t.num_attention_heads, t.num_key_value_heads, t.vocab_size = 16, 2, 151936
+            # transformers 5.x sizes `layer_types` at construction (28 layers): resize it with the depth
+            t.layer_types, t.max_window_layers = ["full_attention"] * 36, 36
             cfg.audio_config.output_dim = 2048
             cfg.vision_config.out_hidden_size = 2048
         cfg.vision_config.hidden_size = 1280

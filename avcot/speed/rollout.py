@@ -7,7 +7,9 @@ and the long multimodal prefill) and grows a dynamic cache token by token. Here:
 2. the cache is copied into a `StaticCache` sized `prompt + max_new_tokens`, each row repeated G times;
 3. each decode step is one fixed-shape call (token embedding, M-RoPE position = prompt's last position
    + 1 + step, explicit boolean attention mask over the static cache, LM head). On CUDA the step is
-   wrapped in `torch.compile(mode="reduce-overhead")` (CUDA graphs); on CPU it runs eagerly.
+   wrapped in `torch.compile(mode="reduce-overhead")` (CUDA graphs); on CPU it runs eagerly unless
+   `compile=True` (inductor's C++ backend: tested to give the eager tokens, compile once per shape, and see
+   in-place LoRA updates; the CUDA-graph capture itself has not yet run on a GPU).
 Greedy decoding reproduces `generate`'s tokens (tested). Sampling uses temperature and top-p with the
 caller's `torch.Generator`; it does not replay HF's random stream, so sampled tokens differ from
 `generate`'s for the same seed (the distribution is the same).
