@@ -81,3 +81,23 @@ def test_bench_sft_tiny_qlora_nf4_runs_ours_only(tmp_path):
     steps = [r for r in recs if r["stage"] == "sft"]
     assert [(r["path"], r["quant"], r["lm_ckpt"]) for r in steps] == [("ours", "nf4", True)]
     assert "error" not in steps[0] and steps[0]["samples_per_s"] > 0
+
+
+def test_gpu_suite_stages_run_on_cpu_with_the_tiny_model(tmp_path):
+    """bench/gpu_suite.sh (the one-call-per-stage GPU recipe) passes arguments the benches accept."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), WHEELS=str(tmp_path / "no-wheels"),
+               NEW="2")
+    suite = ["bash", str(ROOT / "bench" / "gpu_suite.sh")]
+    done = subprocess.run(suite + ["rollout", "tiny"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    recs = _records(tmp_path / "out" / "bench_rollout_tiny.jsonl")
+    assert {(r["prompts"], r["group"]) for r in recs if r["stage"] == "ratio"} == {(1, 1), (1, 4), (4, 1)}
+    assert "no-wheels/*.whl: using installed packages" in done.stdout
+    missing = subprocess.run(suite + ["baseline", "tiny"], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "run 'bench/gpu_suite.sh prepare'" in missing.stderr
+    bad = subprocess.run(suite + ["bogus"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown stage 'bogus'" in bad.stderr

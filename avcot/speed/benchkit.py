@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -164,6 +165,9 @@ def versions(dev: torch.device) -> dict:
             out[mod] = importlib.import_module(mod).__version__
         except Exception:  # noqa: BLE001 -- optional libraries
             out[mod] = None
+    import transformers
+
+    out["transformers_from"] = str(Path(transformers.__file__).parent.parent)  # the carried wheel or the image's
     out["device"] = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
     return out
 
