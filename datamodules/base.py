@@ -4,16 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from datamodules.common import RejectLog, split_rows
+from datamodules.common import EpochSeededSampler, RejectLog, split_rows
 
 
 class ManifestDataModule(L.LightningDataModule):
     """Base for DataModules over manifests; subclasses implement `_loader(split, shuffle=...)`.
 
-    Expects `save_hyperparameters()` to have stored `processor`, `rejects_path`, `val_fraction`, `seed` and
-    `split_column`.
+    Expects `save_hyperparameters()` to have stored `processor`, `rejects_path`, `val_fraction`, `seed`,
+    `split_column` and `group_by_length`; subclasses with `group_by_length` implement `length_keys(split)`.
     """
 
     _processor = None
@@ -48,6 +48,22 @@ class ManifestDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         raise NotImplementedError
+
+    def length_keys(self, split: str) -> list[int]:
+        """Estimated tokens per example of `split` (`avcot.speed.batching.estimated_length`)."""
+        raise NotImplementedError
+
+    def sampler(self, split: str, n: int, batch_size: int, *, shuffle: bool) -> Sampler[int]:
+        """The (seed, epoch)-determined index order of a loader: length-grouped for training when asked."""
+        hp = self.hparams
+        if split == "train" and shuffle and hp.get("group_by_length", False):
+            from avcot.speed.batching import LengthGroupedSampler
+
+            # the data-parallel rank and size (not the global ones under tensor parallelism)
+            shard = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+            return LengthGroupedSampler(self.length_keys(split), batch_size, seed=hp.seed,
+                                        rank=shard.get("rank", 0), world_size=shard.get("num_replicas", 1) or 1)
+        return EpochSeededSampler(n, seed=hp.seed, shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -30,7 +30,6 @@ from avcot.records import Clip, Reject
 from datamodules.base import ManifestDataModule
 from datamodules.common import (
     BadRowPolicy,
-    EpochSeededSampler,
     Example,
     ExampleDataset,
     MediaSettings,
@@ -38,6 +37,7 @@ from datamodules.common import (
     RowCounts,
     require_rows,
     VideoMode,
+    audio_seconds,
     collate_examples,
     load_av,
     read_manifest,
@@ -45,6 +45,7 @@ from datamodules.common import (
     resolve_media,
     row_label,
     stable_seed,
+    text_tokens,
     validate_rows,
 )
 
@@ -120,6 +121,16 @@ def build_example(clip: Clip, *, processor, target: Target, settings: MediaSetti
     return Example(id=clip.id, encoded=enc, reference=clip.text)
 
 
+def clip_length(clip: Clip, tokenizer, target: Target, settings: MediaSettings) -> int:
+    """Estimated tokens of the clip's example that vary between clips: its target text, audio and video."""
+    from avcot.speed.batching import estimated_length, visual_tokens
+
+    video = clip.video is not None and settings.video != "none"
+    visual = visual_tokens(settings.num_frames, settings.frame_size) if video else 0
+    return estimated_length(text_tokens(tokenizer, target_text(clip, target)),
+                            audio_seconds(clip.audio, clip.video), settings.max_seconds, visual)
+
+
 def prepare_clips(path: str | Path, *, target: Target | None, policy: BadRowPolicy, rejects: RejectLog | None,
                   check_media: bool = True) -> tuple[list[tuple[dict, Clip]], RowCounts]:
     """Read + validate a CAVSR manifest: (row, Clip) pairs that passed, and the row counts.
@@ -179,6 +190,7 @@ class CavsrDataModule(ManifestDataModule):
         on_bad_row: BadRowPolicy = "skip",
         rejects_path: str | None = None,
         check_media: bool = True,
+        group_by_length: bool = False,
     ):
         """
         Args:
@@ -204,6 +216,8 @@ class CavsrDataModule(ManifestDataModule):
             on_bad_row: "skip" writes rejects and carries on; "error" raises naming the manifest file and row.
             rejects_path: Rejects JSONL; default `<trainer log dir>/rejects.jsonl` (only logged without a trainer).
             check_media: Probe every media file up front so bad files are rejected before training starts.
+            group_by_length: Training batches of similar length (target tokens + audio seconds, estimated from
+                the text and the media headers), shuffled per epoch: less padding (speed lever, bench/README.md).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -214,6 +228,8 @@ class CavsrDataModule(ManifestDataModule):
             raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
         self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
+        self.clips: dict[str, list[Clip]] = {}  # per split, in dataset order (length keys)
+        self._lengths: dict[str, list[int]] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -242,6 +258,7 @@ class CavsrDataModule(ManifestDataModule):
             else:
                 train, val = self.split(pairs)
             self.datasets["train"] = self._dataset(train, hp.train_manifest)
+            self.clips["train"] = [c for _, c in train]
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest)
         if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
             self.datasets["val"] = self._dataset(self._clips(hp.val_manifest, True), hp.val_manifest)
@@ -256,6 +273,12 @@ class CavsrDataModule(ManifestDataModule):
             raise ValueError(f"{stage} needs a manifest: set data.{stage}_manifest in the config")
         return self._dataset(self._clips(path, with_target), path, with_target)
 
+    def length_keys(self, split: str) -> list[int]:
+        if split not in self._lengths:
+            tok = self.processor.tokenizer
+            self._lengths[split] = [clip_length(c, tok, self.hparams.target, self.media) for c in self.clips[split]]
+        return self._lengths[split]
+
     def _loader(self, split: str, *, shuffle: bool, padding_side: str = "right") -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} dataset: call setup() with the matching stage first")
@@ -263,7 +286,7 @@ class CavsrDataModule(ManifestDataModule):
         bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
         pad = self.processor.tokenizer.pad_token_id
         return DataLoader(ds, batch_size=bs, num_workers=self.hparams.num_workers,
-                          sampler=EpochSeededSampler(len(ds), seed=self.hparams.seed, shuffle=shuffle),
+                          sampler=self.sampler(split, len(ds), bs, shuffle=shuffle),
                           collate_fn=partial(collate_examples, pad_id=pad, padding_side=padding_side))
 
     def predict_dataloader(self) -> DataLoader:

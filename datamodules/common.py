@@ -303,6 +303,31 @@ def load_av(video: str | None, audio: str | None, settings: MediaSettings, *,
     return media.ablate_video(frames, s.video, other), waveform, fps
 
 
+def audio_seconds(audio: str | None, video: str | None) -> float:
+    """Seconds of audio the model hears (the audio file, else the video's own soundtrack), from the headers.
+
+    Only orders batches by length (`group_by_length`); a file that cannot be probed counts 0 s here and
+    is rejected, with its reason, when its row is decoded.
+    """
+    from avcot import media
+
+    for path in (audio, video):
+        if not path:
+            continue
+        try:
+            info = media.probe(path)
+        except Exception:  # noqa: BLE001 - see the docstring: the decode step reports it
+            return 0.0
+        if info.has_audio:
+            return info.duration_s
+    return 0.0
+
+
+def text_tokens(tokenizer, *texts: str | None) -> int:
+    """Tokens of the given texts (None skipped), without special tokens."""
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
+
+
 # ----------------------------------------------------------------------------------------------- dataset
 
 

@@ -28,12 +28,12 @@ from avcot.records import LETTERS, McqItem, Reject
 from datamodules.base import ManifestDataModule
 from datamodules.common import (
     BadRowPolicy,
-    EpochSeededSampler,
     Example,
     ExampleDataset,
     MediaSettings,
     RejectLog,
     RowCounts,
+    audio_seconds,
     require_rows,
     collate_examples,
     load_av,
@@ -41,6 +41,7 @@ from datamodules.common import (
     reject_or_raise,
     resolve_media,
     row_label,
+    text_tokens,
     validate_rows,
 )
 
@@ -127,6 +128,18 @@ def build_example(item: McqItem, *, processor, target: Target, settings: MediaSe
     return Example(id=item.id, encoded=enc, reference=item.answer)
 
 
+def item_length(item: McqItem, tokenizer, target: Target, modality: Modality, settings: MediaSettings) -> int:
+    """Estimated tokens of the item's example that vary between items: question, options, target, media."""
+    from avcot.speed.batching import estimated_length, visual_tokens
+
+    item = drop_streams(item, modality)
+    texts = (item.question, *item.options, target_text(item, target))
+    seconds = audio_seconds(item.audio, item.video) if modality != "v" else 0.0
+    visual = (visual_tokens(settings.num_frames, settings.frame_size) if item.video else 0) + \
+        (visual_tokens(2, settings.frame_size) if item.image else 0)
+    return estimated_length(text_tokens(tokenizer, *texts), seconds, settings.max_seconds, visual)
+
+
 def collate_mcq(items, pad_id: int, *, padding_side: str) -> dict | None:
     """`collate_examples` plus the gold letters as meta["answers"] (what accuracy_reward reads)."""
     batch = collate_examples(items, pad_id, padding_side=padding_side)
@@ -185,6 +198,7 @@ class McqDataModule(ManifestDataModule):
         use_audio_in_video: bool = False,
         on_bad_row: BadRowPolicy = "skip",
         rejects_path: str | None = None,
+        group_by_length: bool = False,
     ):
         """
         Args:
@@ -207,6 +221,8 @@ class McqDataModule(ManifestDataModule):
             use_audio_in_video: Interleave the video's audio with its frames (Qwen2.5-Omni layout).
             on_bad_row: "skip" writes rejects and carries on; "error" raises naming the manifest file and row.
             rejects_path: Rejects JSONL; default `<trainer log dir>/rejects.jsonl`.
+            group_by_length: Training batches of similar length (question, options, target, audio seconds and
+                pictures, estimated without decoding), shuffled per epoch: less padding (speed lever).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -217,6 +233,8 @@ class McqDataModule(ManifestDataModule):
         self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds)
         self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
+        self.items: dict[str, list[McqItem]] = {}  # per split, in dataset order (length keys)
+        self._lengths: dict[str, list[int]] = {}
 
     def _items(self, path: str, target: Target) -> list[tuple[dict, McqItem]]:
         kept, counts = prepare_items(path, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
@@ -239,6 +257,7 @@ class McqDataModule(ManifestDataModule):
             else:
                 train, val = self.split(pairs)
             self.datasets["train"] = self._dataset(train, hp.train_manifest, hp.target)
+            self.items["train"] = [it for _, it in train]
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest, hp.target)
         if stage in ("test", "predict") and stage not in self.datasets:
             path = hp.test_manifest or hp.val_manifest
@@ -246,6 +265,13 @@ class McqDataModule(ManifestDataModule):
                 raise ValueError(f"{stage} needs a manifest: set data.test_manifest in the config")
             # Evaluation always generates: prompt-only, left-padded.
             self.datasets[stage] = self._dataset(self._items(path, "none"), path, "none")
+
+    def length_keys(self, split: str) -> list[int]:
+        if split not in self._lengths:
+            hp, tok = self.hparams, self.processor.tokenizer
+            self._lengths[split] = [item_length(it, tok, hp.target, hp.modality, self.media)
+                                    for it in self.items[split]]
+        return self._lengths[split]
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
@@ -257,7 +283,7 @@ class McqDataModule(ManifestDataModule):
         collate = partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
                           padding_side="left" if prompt_only else "right")
         return DataLoader(ds, batch_size=bs, num_workers=hp.num_workers, collate_fn=collate,
-                          sampler=EpochSeededSampler(len(ds), seed=hp.seed, shuffle=shuffle))
+                          sampler=self.sampler(split, len(ds), bs, shuffle=shuffle))
 
 
 def _build_from_row(row: dict, *, items: dict[str, McqItem], **kwargs) -> Example:

@@ -3,6 +3,7 @@ ranks, and those weights moved. Each run is a subprocess script, because Lightni
 the script for rank 1."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -60,3 +61,55 @@ def test_two_process_training_ends_with_identical_lora_weights(tmp_path, kind):
         assert torch.equal(w, r1["state"][name]), f"{name} differs between ranks"
     moved = [n for n, w in r0["state"].items() if "lora_B" in n and w.abs().sum() > 0]
     assert len(moved) == 8  # lora_B starts at zero: nonzero means it trained
+
+
+GROUPED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import lightning as L
+    from datamodules.cavsr import CavsrDataModule
+    from lit_modules.sft import SFTModule
+
+    manifest, out = sys.argv[1], sys.argv[2]
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            with open(f"{out}/ids{trainer.global_rank}.jsonl", "a") as f:
+                f.write(json.dumps([trainer.current_epoch, batch["ids"]]) + "\\n")
+
+    dm = CavsrDataModule(train_manifest=manifest, val_fraction=0.0, batch_size=2, group_by_length=True,
+                         rejects_path=out + "/r.jsonl")
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, default_root_dir=out, callbacks=[Record()])
+    trainer.fit(SFTModule(lora_dropout=0.0), dm)
+""")
+
+
+def test_ddp_with_group_by_length_gives_each_rank_whole_grouped_batches(tmp_path):
+    """Lightning wraps the length-grouped sampler for DDP: per step each rank gets one grouped batch,
+    the ranks see disjoint rows, and the second epoch is regrouped (set_epoch reaches the sampler)."""
+    from avcot.speed.batching import LengthGroupedSampler
+    from datamodules.cavsr import CavsrDataModule
+    from test_group_by_length import _varied_rows
+    from test_datamodule import write_manifest
+
+    manifest = write_manifest(_varied_rows(8), tmp_path / "m.jsonl")
+    script = tmp_path / "train.py"
+    script.write_text(GROUPED_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    rc, _, err = run_ranks([sys.executable, str(script), str(manifest), str(tmp_path)], cwd=REPO, env=env)
+    assert rc == 0, err[-3000:]
+    seen = [[json.loads(line) for line in (tmp_path / f"ids{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    dm = CavsrDataModule(train_manifest=str(manifest), val_fraction=0.0, rejects_path=str(tmp_path / "p.jsonl"))
+    dm.setup("fit")
+    ids = [c.id for c in dm.clips["train"]]
+    sampler = LengthGroupedSampler(dm.length_keys("train"), 2, seed=0, world_size=2)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        grouped = [sorted(ids[i] for i in b) for b in sampler.batches()]
+        mine = [[sorted(b) for e, b in rank if e == epoch] for rank in seen]
+        assert len(mine[0]) == len(mine[1]) == 2  # 8 rows, batch 2, 2 ranks
+        assert all(b in grouped for rank in mine for b in rank)
+        flat = [i for rank in mine for b in rank for i in b]
+        assert sorted(flat) == sorted(ids)
+    assert [b for e, b in seen[0] if e == 0] != [b for e, b in seen[0] if e == 1]
