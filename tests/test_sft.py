@@ -69,8 +69,10 @@ def test_checkpoint_is_small_and_adapter_reloads_with_identical_logits(tmp_path)
     assert torch.equal(got, want)
 
 
-def test_qlora_nf4_step_on_cpu_changes_lora_weights(tmp_path):
-    module = SFTModule(quantization="nf4", lr=5e-3, lora_dropout=0.0)
+@pytest.mark.parametrize("levers", [{}, {"fast_loss": True, "lm_checkpointing": True}])
+def test_qlora_nf4_step_on_cpu_changes_lora_weights(tmp_path, levers):
+    """configs/qlora_7b_single_gpu.yaml's setup (nf4 base, label-only loss, LM checkpointing) trains."""
+    module = SFTModule(quantization="nf4", lr=5e-3, lora_dropout=0.0, **levers)
     module.configure_model()
     assert getattr(module.model.get_base_model(), "is_loaded_in_4bit", False)
     before = _snapshot(module)

@@ -37,7 +37,8 @@ def _loss_and_grads(module: SFTModule, batch: dict):
 
 
 @pytest.mark.parametrize("levers", [{"fast_loss": True}, {"lm_checkpointing": True},
-                                    {"encoder_cache_dir": "CACHE"}])
+                                    {"encoder_cache_dir": "CACHE"},
+                                    {"fast_loss": True, "lm_checkpointing": True, "encoder_cache_dir": "CACHE"}])
 def test_lever_matches_plain_loss_and_grads(batch, tmp_path, levers):
     levers = {k: (str(tmp_path / "cache") if v == "CACHE" else v) for k, v in levers.items()}
     want, want_g = _loss_and_grads(_module(), batch)
