@@ -182,6 +182,9 @@ class GRPOModule(L.LightningModule):
         if self.model is not None:
             return
         h = self.hparams
+        if h.static_rollout and self.device_mesh is not None:
+            raise ValueError("static_rollout is for one device or DDP; with FSDP2 (ModelParallelStrategy) set "
+                             "model.init_args.static_rollout: false")
         with torch.random.fork_rng(devices=[]):  # identical LoRA init on every rank, whatever the global RNG
             torch.manual_seed(h.seed)
             model = load_thinker(h.base, dtype=h.dtype, quantization=h.quantization, seed=h.seed)

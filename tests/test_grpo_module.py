@@ -276,3 +276,14 @@ def test_static_rollout_equals_dynamic_rollout(tiny_batch, temperature):
     assert torch.allclose(sta.prefix.embeds, dyn.prefix.embeds, atol=1e-6)
     assert torch.equal(sta.prefix.positions, dyn.prefix.positions)
     assert torch.equal(sta.prefix.next_position, dyn.prefix.next_position)
+
+
+def test_static_rollout_is_refused_under_fsdp2():
+    """Sharded parameters were never tried with the static decoder: a clear error, not a silent wrong path."""
+    from lit_modules.grpo import GRPOModule
+
+    module = GRPOModule(base="tiny", static_rollout=True)
+    module._device_mesh = object()  # what ModelParallelStrategy sets before configure_model
+    with pytest.raises(ValueError, match="static_rollout: false"):
+        module.configure_model()
+    assert module.model is None

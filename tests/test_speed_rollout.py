@@ -44,6 +44,23 @@ def test_eos_stops_a_row_like_generate(tiny_processor, policy):
     assert ours.tolist() == ref[:, :6].tolist()
 
 
+def test_bucketed_cache_gives_the_same_tokens(tiny_processor, policy):
+    """Rounding the static cache up (masked spare slots, reused across prompt lengths) changes no token."""
+    from avcot.speed.rollout import cache_length
+
+    assert cache_length(118, 8, 256) == 256 and cache_length(250, 8, 256) == 512 and cache_length(5, 3, 1) == 8
+    tok = tiny_processor.tokenizer
+    batch = tiny_batch(tiny_processor, side="left", with_target=False)
+    exact = StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=8, group_size=2, cache_bucket=1,
+                                                                 pad_token_id=tok.pad_token_id))
+    dec = StaticDecoder(policy)
+    bucketed = RolloutSettings(max_new_tokens=8, group_size=2, cache_bucket=64, pad_token_id=tok.pad_token_id)
+    longer = tiny_batch(tiny_processor, seconds=(2.0, 2.6), side="left", with_target=False)
+    first = dec.rollout(longer, bucketed)  # leaves its keys/values in the spare slots of the reused cache
+    assert dec.rollout(batch, bucketed).tolist() == exact.tolist()
+    assert first.tolist() == StaticDecoder(policy).rollout(longer, bucketed).tolist()
+
+
 def test_next_tokens_greedy_top_p_and_seeded_sampling():
     logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
     greedy = RolloutSettings()
@@ -103,3 +120,7 @@ def test_compiled_decode_step_matches_eager_and_follows_weight_updates(tiny_proc
     assert after.tolist() != before.tolist()  # the update changes what is decoded...
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert compiled.rollout(batch, settings).tolist() == after.tolist()  # ...and the compiled graph sees it
+        # a prompt of another length (GRPO batches differ) lands in the same cache bucket: no recompile
+        longer = tiny_batch(tiny_processor, seconds=(2.0, 2.6), side="left", with_target=False)
+        assert longer["input_ids"].shape[1] != batch["input_ids"].shape[1]
+        assert compiled.rollout(longer, settings).tolist() == eager.rollout(longer, settings).tolist()

@@ -4,7 +4,8 @@ HF `generate(num_return_sequences=G)` repeats the prompt G times before the pref
 and the long multimodal prefill) and grows a dynamic cache token by token. Here:
 1. prefill: towers (or cached features) + language model over the left-padded prompts once, keeping
    a dynamic cache, and the LM head on the last position only;
-2. the cache is copied into a `StaticCache` sized `prompt + max_new_tokens`, each row repeated G times;
+2. the cache is copied into a `StaticCache` sized `prompt + max_new_tokens` rounded up to a multiple of
+   `cache_bucket` (so prompts of other lengths reuse the compiled step), each row repeated G times;
 3. each decode step is one fixed-shape call (token embedding, M-RoPE position = prompt's last position
    + 1 + step, explicit boolean attention mask over the static cache, LM head). On CUDA the step is
    wrapped in `torch.compile(mode="reduce-overhead")` (CUDA graphs); on CPU it runs eagerly unless
@@ -42,6 +43,9 @@ class RolloutSettings:
     """Written after EOS."""
     compile: bool | None = None
     """Compile the decode step (CUDA graphs); None = only on CUDA."""
+    cache_bucket: int = 256
+    """The static cache length (prompt + new tokens) is rounded up to a multiple of this, so prompts of
+    different lengths reuse one compiled graph instead of recompiling per length (unused slots are masked)."""
 
 
 @dataclass(frozen=True)
@@ -75,21 +79,30 @@ def prefill(model, batch: dict, features: MediaFeatures | None = None) -> Prefil
     return Prefill(cache, logits, next_position, mask, embeds, positions)
 
 
+def cache_length(prompt_len: int, max_new_tokens: int, bucket: int = 1) -> int:
+    """Slots of the static cache: prompt + new tokens, rounded up to a multiple of `bucket`."""
+    need = prompt_len + max_new_tokens
+    return -(-need // max(bucket, 1)) * max(bucket, 1)
+
+
 def expand_to_static(thinker, pre: Prefill, group_size: int, max_new_tokens: int,
-                     into: StaticCache | None = None) -> StaticCache:
-    """A StaticCache of batch B*G and length P + max_new_tokens holding the prefill keys/values.
+                     into: StaticCache | None = None, bucket: int = 1) -> StaticCache:
+    """A StaticCache of batch B*G and length `cache_length(P, max_new_tokens, bucket)` holding the prefill
+    keys/values in its first P slots.
 
     `into`: a cache of exactly that shape to overwrite in place (same tensor addresses, so CUDA graphs
-    captured on it replay without re-recording).
+    captured on it replay without re-recording). Slots past P may hold an earlier rollout's values: the
+    decode mask only ever lets a row see slots < P + step, which this rollout has written.
     """
     prompt_len = pre.prompt_mask.shape[1]
-    static = into or StaticCache(config=thinker.config.get_text_config(), max_cache_len=prompt_len + max_new_tokens)
+    length = cache_length(prompt_len, max_new_tokens, bucket)
+    static = into or StaticCache(config=thinker.config.get_text_config(), max_cache_len=length)
     for layer, src in zip(static.layers, pre.cache.layers):
         keys = src.keys.repeat_interleave(group_size, dim=0)  # [B*G, kv_heads, P, D]
         values = src.values.repeat_interleave(group_size, dim=0)
         if not layer.is_initialized:
             layer.lazy_initialization(keys[:, :, :1], values[:, :, :1])
-        elif layer.keys.shape[0] != keys.shape[0] or layer.max_cache_len != prompt_len + max_new_tokens:
+        elif layer.keys.shape[0] != keys.shape[0] or layer.max_cache_len != length:
             raise ValueError("`into` cache has a different batch or length than this rollout")
         layer.keys[:, :, :prompt_len].copy_(keys)
         layer.values[:, :, :prompt_len].copy_(values)
@@ -152,14 +165,15 @@ class StaticDecoder:
         pre = prefill(self.thinker, batch, features)
         rows = pre.prompt_mask.shape[0] * g
         prompt_len = pre.prompt_mask.shape[1]
-        shape = (rows, prompt_len + n_new, pre.last_logits.dtype)
+        length = cache_length(prompt_len, n_new, settings.cache_bucket)
+        shape = (rows, length, pre.last_logits.dtype)
         reuse = self._cache if self._cache_shape == shape else None
-        cache = expand_to_static(self.thinker, pre, g, n_new, into=reuse)
+        cache = expand_to_static(self.thinker, pre, g, n_new, into=reuse, bucket=settings.cache_bucket)
         self._cache, self._cache_shape = cache, shape
         device = pre.last_logits.device
-        key_valid = torch.ones((rows, prompt_len + n_new), dtype=torch.bool, device=device)  # [N, S]
+        key_valid = torch.ones((rows, length), dtype=torch.bool, device=device)  # [N, S]
         key_valid[:, :prompt_len] = pre.prompt_mask.repeat_interleave(g, dim=0).bool()
-        slots = torch.arange(prompt_len + n_new, device=device)  # [S]
+        slots = torch.arange(length, device=device)  # [S]
         base_pos = pre.next_position.repeat_interleave(g, dim=0)  # [N]
         out = torch.full((rows, n_new), settings.pad_token_id, dtype=torch.long, device=device)  # [N, T]
         done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
