@@ -104,7 +104,7 @@ def check(emit, model, batch, levers, cache, keys) -> None:
 
 def run_mode(emit, model, opt, dev, mode, bsz, args, levers, cache, size) -> None:
     cpu_batch = bk.make_batch(unwrap_thinker(model), size, bsz)
-    keys = media_keys(cpu_batch)  # the DataLoader's job in training: hashed on the host, off the GPU's path
+    keys = media_keys(cpu_batch)  # in training the collate does this (hash_media): on the host, off the GPU's path
     batch = bk.to_device(cpu_batch, dev)
     info = dict(size=size, mode=mode, bsz=bsz, seq=int(batch["input_ids"].shape[1]), quant=args.quant)
     ours_ckpt = mode == "ckpt" or "ckpt" in levers

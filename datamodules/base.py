@@ -18,6 +18,9 @@ class ManifestDataModule(L.LightningDataModule):
 
     _processor = None
     _rejects: RejectLog | None = None
+    hash_media = False
+    """Collate the encoder-cache keys into batch["meta"]["media_keys"] (hashed in the loader workers). The
+    SFT module turns it on when it has an encoder cache; a batch without keys is hashed by the module."""
 
     @property
     def processor(self):

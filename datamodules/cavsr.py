@@ -287,7 +287,8 @@ class CavsrDataModule(ManifestDataModule):
         pad = self.processor.tokenizer.pad_token_id
         return DataLoader(ds, batch_size=bs, num_workers=self.hparams.num_workers,
                           sampler=self.sampler(split, len(ds), bs, shuffle=shuffle),
-                          collate_fn=partial(collate_examples, pad_id=pad, padding_side=padding_side))
+                          collate_fn=partial(collate_examples, pad_id=pad, padding_side=padding_side,
+                                             hash_media=self.hash_media))
 
     def predict_dataloader(self) -> DataLoader:
         # Left padding: generated tokens must follow each row's last prompt token.

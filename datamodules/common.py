@@ -364,12 +364,21 @@ class ExampleDataset(Dataset):
             return None
 
 
-def collate_examples(items: Sequence[Example | None], pad_id: int, *, padding_side: str = "right") -> dict | None:
-    """`avcot.chat.collate` over the non-skipped items, with their ids in batch["ids"] (None if all skipped)."""
+def collate_examples(items: Sequence[Example | None], pad_id: int, *, padding_side: str = "right",
+                     hash_media: bool = False) -> dict | None:
+    """`avcot.chat.collate` over the non-skipped items, with their ids in batch["ids"] (None if all skipped).
+
+    `hash_media`: also put the encoder-cache keys of the batch's media in batch["meta"]["media_keys"]
+    (`avcot.speed.encoder_cache.media_keys`), hashed here in the DataLoader worker, off the training path.
+    """
     kept = [it for it in items if it is not None]
     if not kept:
         return None
     batch = collate([it.encoded for it in kept], pad_id, padding_side=padding_side)
     batch["ids"] = [it.id for it in kept]
     batch["meta"] = {"references": [it.reference for it in kept]}
+    if hash_media:
+        from avcot.speed.encoder_cache import media_keys
+
+        batch["meta"]["media_keys"] = media_keys(batch)
     return batch

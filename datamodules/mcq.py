@@ -140,9 +140,9 @@ def item_length(item: McqItem, tokenizer, target: Target, modality: Modality, se
     return estimated_length(text_tokens(tokenizer, *texts), seconds, settings.max_seconds, visual)
 
 
-def collate_mcq(items, pad_id: int, *, padding_side: str) -> dict | None:
+def collate_mcq(items, pad_id: int, *, padding_side: str, hash_media: bool = False) -> dict | None:
     """`collate_examples` plus the gold letters as meta["answers"] (what accuracy_reward reads)."""
-    batch = collate_examples(items, pad_id, padding_side=padding_side)
+    batch = collate_examples(items, pad_id, padding_side=padding_side, hash_media=hash_media)
     if batch is not None:
         batch["meta"]["answers"] = list(batch["meta"]["references"])
     return batch
@@ -281,7 +281,7 @@ class McqDataModule(ManifestDataModule):
         prompt_only = split in ("test", "predict") or hp.target == "none"
         bs = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
         collate = partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
-                          padding_side="left" if prompt_only else "right")
+                          padding_side="left" if prompt_only else "right", hash_media=self.hash_media)
         return DataLoader(ds, batch_size=bs, num_workers=hp.num_workers, collate_fn=collate,
                           sampler=self.sampler(split, len(ds), bs, shuffle=shuffle))
 

@@ -143,6 +143,10 @@ class SFTModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.encoder_cache_dir and hasattr(datamodule, "hash_media"):
+            # Media keys hashed in the DataLoader workers: no device-to-host copy + hash in the step.
+            datamodule.hash_media = True
 
     def configure_callbacks(self):
         return [AdapterSaver()]
@@ -174,8 +178,10 @@ class SFTModule(L.LightningModule):
             return self(batch).loss
         from avcot.speed.label_loss import sft_loss
 
-        # The cache hashes the batch's media itself (no DataModule precomputes keys).
-        feats = self.encoder_cache.features(self.model, batch) if self.encoder_cache is not None else None
+        feats = None
+        if self.encoder_cache is not None:  # keys from the collate when the DataModule hashed them, else here
+            keys = batch.get("meta", {}).get("media_keys")
+            feats = self.encoder_cache.features(self.model, batch, keys)
         return sft_loss(self.model, batch, feats)
 
     def training_step(self, batch: dict | None, batch_idx: int):

@@ -83,3 +83,38 @@ def test_step_adapters_follow_checkpoint_retention(tmp_path):
     assert sorted(p.name for p in removed) == ["adapter-step5"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["adapter-last", "adapter-step10",
                                                                           "adapter-step15"]
+
+
+def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
+    """With `encoder_cache_dir`, the module asks the DataModule to hash media in the collate (loader workers);
+    the step uses those keys: every item computed once in epoch 1, read back in epoch 2."""
+    import lightning as L
+
+    from unittest import mock
+
+    from avcot.speed.encoder_cache import EncoderCache, media_keys
+
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            keys = batch["meta"].get("media_keys")
+            seen.append(keys == media_keys(batch))  # the collated keys are the batch's own
+
+    dm = CavsrDataModule(train_manifest=str(write_traced_manifest(tmp_path / "m.jsonl", 4)), batch_size=2,
+                         val_fraction=0.0, rejects_path=str(tmp_path / "rejects.jsonl"))
+    module = SFTModule(lora_dropout=0.0, encoder_cache_dir=str(tmp_path / "cache"))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[Record()], default_root_dir=str(tmp_path))
+    original, passed = EncoderCache.features, []
+
+    def spy(self, model, batch, keys=None):
+        passed.append(keys is not None and keys == batch["meta"]["media_keys"])
+        return original(self, model, batch, keys)
+
+    with mock.patch.object(EncoderCache, "features", spy):
+        trainer.fit(module, dm)
+    assert dm.hash_media is True and seen == [True] * 4 and passed == [True] * 4  # the step used the collate's keys
+    stats = module.encoder_cache.stats
+    assert (stats.misses, stats.hits) == (8, 8)  # 4 clips x (audio + video): computed once, then read back
