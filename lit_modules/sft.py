@@ -120,6 +120,11 @@ class SFTModule(L.LightningModule):
         from avcot.model import LoraSettings, apply_lora, load_adapter, load_thinker
 
         hp = self.hparams
+        if getattr(self, "device_mesh", None) is not None and (hp.fast_loss or hp.encoder_cache_dir):
+            # Both call the thinker's parts directly; FSDP2 gathers the root's weights (and finalises the
+            # gradient reduce-scatters) only when a forward runs through the root module.
+            raise ValueError("fast_loss and encoder_cache_dir are for one device or DDP; with FSDP2 "
+                             "(ModelParallelStrategy) set them off (lm_checkpointing works there)")
         with torch.random.fork_rng(devices=[]):  # LoRA init independent of the global RNG state
             torch.manual_seed(hp.seed)
             model = load_thinker(hp.base, dtype=hp.dtype, quantization=hp.quantization, seed=hp.seed)

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
 
     manifest, out, kind = sys.argv[1], sys.argv[2], sys.argv[3]
     strategy = "ddp" if kind == "ddp" else ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-    module = SFTModule(lr=1e-2, lora_dropout=0.0)
+    module = SFTModule(lr=1e-2, lora_dropout=0.0, lm_checkpointing=kind.endswith("_ckpt"))
     dm = CavsrDataModule(train_manifest=manifest, val_fraction=0.0, batch_size=1, rejects_path=out + "/r.jsonl")
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=2, logger=False,
                         enable_checkpointing=True, enable_progress_bar=False, enable_model_summary=False,
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kind", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("kind", ["ddp", "fsdp2", "fsdp2_ckpt"])
 def test_two_process_training_ends_with_identical_lora_weights(tmp_path, kind):
     manifest = write_traced_manifest(tmp_path / "m.jsonl", 4)
     script = tmp_path / "train.py"
@@ -52,7 +52,7 @@ def test_two_process_training_ends_with_identical_lora_weights(tmp_path, kind):
     assert rc == 0, err[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["step"] == r1["step"] == 2
-    assert r0["sharded"] is (kind == "fsdp2")  # FSDP2 really sharded the parameters (DTensors)
+    assert r0["sharded"] is kind.startswith("fsdp2")  # FSDP2 really sharded the parameters (DTensors)
     ckdir = tmp_path / "checkpoints"
     assert (ckdir / "adapter-last" / "adapter_model.safetensors").is_file()
     assert list(ckdir.glob("*.ckpt"))

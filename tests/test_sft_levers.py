@@ -118,3 +118,14 @@ def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
     assert dm.hash_media is True and seen == [True] * 4 and passed == [True] * 4  # the step used the collate's keys
     stats = module.encoder_cache.stats
     assert (stats.misses, stats.hits) == (8, 8)  # 4 clips x (audio + video): computed once, then read back
+
+
+@pytest.mark.parametrize("levers", [{"fast_loss": True}, {"encoder_cache_dir": "CACHE"}])
+def test_part_calling_levers_are_refused_under_fsdp2(tmp_path, levers):
+    """They bypass the FSDP2 root's forward (its all-gather and gradient finalisation): a clear error."""
+    levers = {k: (str(tmp_path / "cache") if v == "CACHE" else v) for k, v in levers.items()}
+    module = SFTModule(**levers)
+    module._device_mesh = object()  # what ModelParallelStrategy sets before configure_model
+    with pytest.raises(ValueError, match="with FSDP2"):
+        module.configure_model()
+    assert module.model is None
