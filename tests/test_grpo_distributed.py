@@ -52,18 +52,21 @@ def _run(out_dir: str, strategy_name: str) -> None:
         strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
     else:
         strategy = "ddp"
+    # the GRPO configs' static-cache rollout; 16 new tokens reach its cross-rank EOS check (every 16 steps)
+    static = strategy_name.endswith("_static")
     dm = McqDataModule(train_manifest=str(ROOT / "tests/data/synth/mcq.jsonl"), target="none", batch_size=1,
                        num_frames=2, frame_size=56, max_seconds=2.0)
-    module = GRPOModule(base="tiny", rewards=["avcot.rewards.length_reward"], group_size=3, max_new_tokens=6,
-                        lr=5e-2, lora_dropout=0.0, micro_batch_prompts=1)
+    module = GRPOModule(base="tiny", rewards=["avcot.rewards.length_reward"], group_size=3,
+                        max_new_tokens=16 if static else 6, lr=5e-2, lora_dropout=0.0, micro_batch_prompts=1,
+                        static_rollout=static)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, default_root_dir=out_dir, callbacks=[DumpLora()])
     trainer.fit(module, dm)
 
 
-# ~30 s each on 2 cores: FSDP2 runs by default, DDP with -m slow.
-@pytest.mark.parametrize("strategy", ["fsdp2", pytest.param("ddp", marks=pytest.mark.slow)])
+# ~30 s each on 2 cores: FSDP2 and DDP with the static rollout run by default, plain DDP with -m slow.
+@pytest.mark.parametrize("strategy", ["fsdp2", "ddp_static", pytest.param("ddp", marks=pytest.mark.slow)])
 def test_two_ranks_end_with_identical_lora_weights(tmp_path, strategy):
     import torch
 
