@@ -34,6 +34,8 @@ LEVERS = ("cache", "label", "ckpt")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=bk.SIZES, default="tiny", help="model + input shapes")
+    p.add_argument("--layers", type=int, default=None,
+                   help="3b/7b widths with only this many LM/vision/audio layers (a CPU shape check; no timing)")
     p.add_argument("--levers", default="cache,label",
                    help="comma list of our levers: cache (encoder outputs from disk), label (LM head at label "
                         "positions only), ckpt (LM-only activation checkpointing in every mode)")
@@ -139,7 +141,7 @@ def main(argv=None) -> int:
     bsizes = [int(b) for b in (args.bsz or ("1,2" if tiny else "1,4")).split(",")]
     emit = bk.Emitter(args.out or bk.default_out(f"bench_sft_{args.size}.jsonl"))
     emit(stage="versions", **bk.versions(dev))
-    model = bk.build_thinker(args.size, dtype, dev)
+    model = bk.build_thinker(args.size, dtype, dev, layers=args.layers)
     if args.quant == "nf4":
         emit(stage="nf4", linears=bk.quantize_lm_nf4(model))
     model = apply_lora(model, LoraSettings(dropout=0.0 if tiny else 0.05))

@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,8 +71,6 @@ def test_real_size_shapes_match_the_reference_sample():
 
 def test_bench_sft_tiny_qlora_nf4_runs_ours_only(tmp_path):
     """The QLoRA command of bench/README.md (nf4 LM linears, all levers, LM checkpointing) on the tiny model."""
-    import pytest
-
     pytest.importorskip("bitsandbytes")
     out = tmp_path / "nf4.jsonl"
     args = ["--size", "tiny", "--quant", "nf4", "--levers", "cache,label,ckpt", "--modes", "ckpt", "--bsz", "1",
@@ -101,3 +101,19 @@ def test_gpu_suite_stages_run_on_cpu_with_the_tiny_model(tmp_path):
     assert missing.returncode == 2 and "run 'bench/gpu_suite.sh prepare'" in missing.stderr
     bad = subprocess.run(suite + ["bogus"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown stage 'bogus'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_real_widths_run_end_to_end_with_one_layer(tmp_path):
+    """`--layers 1`: the 3b widths (vocab 152k, LM 2048, vision 1280, 1622-token sample) through both benches on
+    CPU; our loss equals the stock loss and our greedy tokens equal HF generate's. (~2 min, ~4 GB RAM; the
+    7b widths were checked the same way by hand: bench/RESULTS.md.)"""
+    sft_out, roll_out = tmp_path / "sft.jsonl", tmp_path / "roll.jsonl"
+    assert _load("bench_sft").main(["--size", "3b", "--layers", "1", "--bsz", "1", "--iters", "1", "--modes",
+                                    "plain", "--out", str(sft_out)]) == 0
+    check = next(r for r in _records(sft_out) if r["stage"] == "check")
+    assert check["rel_diff"] < 1e-5
+    assert [r["seq"] for r in _records(sft_out) if r["stage"] == "sft"] == [1622, 1622]
+    assert _load("bench_rollout").main(["--size", "3b", "--layers", "1", "--new", "3", "--iters", "1",
+                                        "--check-tokens", "3", "--out", str(roll_out)]) == 0
+    assert next(r for r in _records(roll_out) if r["stage"] == "check")["exact"] is True

@@ -39,8 +39,12 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_thinker(size: str, dtype: torch.dtype, dev: torch.device):
-    """A random-init thinker of `size` on `dev` (towers frozen)."""
+def build_thinker(size: str, dtype: torch.dtype, dev: torch.device, layers: int | None = None):
+    """A random-init thinker of `size` on `dev` (towers frozen).
+
+    `layers`: the real widths with only this many LM, vision and audio layers (a CPU check of the 7b/3b
+    shapes end to end; timings of such a model mean nothing).
+    """
     from avcot.model import build_tiny_thinker, freeze_encoders
 
     if size == "tiny":
@@ -58,6 +62,8 @@ def build_thinker(size: str, dtype: torch.dtype, dev: torch.device):
             cfg.audio_config.output_dim = 2048
             cfg.vision_config.out_hidden_size = 2048
         cfg.vision_config.hidden_size = 1280
+        if layers is not None:
+            _set_depth(cfg, layers)
         cfg.vision_start_token_id, cfg.vision_end_token_id = 151652, 151653
         cfg._attn_implementation = "sdpa"
         torch.manual_seed(0)
@@ -65,6 +71,16 @@ def build_thinker(size: str, dtype: torch.dtype, dev: torch.device):
             model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).to(dtype)
     freeze_encoders(model)
     return model
+
+
+def _set_depth(cfg, layers: int) -> None:
+    """Every tower and the LM cut to `layers` layers, widths kept."""
+    if layers < 1:
+        raise ValueError(f"layers must be >= 1, got {layers}")
+    t = cfg.text_config
+    t.num_hidden_layers, t.layer_types, t.max_window_layers = layers, ["full_attention"] * layers, layers
+    cfg.vision_config.depth, cfg.vision_config.fullatt_block_indexes = layers, [layers - 1]
+    cfg.audio_config.encoder_layers = cfg.audio_config.num_hidden_layers = layers
 
 
 def make_batch(model, size: str, bsz: int, *, text_len: int | None = None, seed: int = 0) -> dict:
