@@ -76,3 +76,23 @@ def test_mcq_group_by_length_every_item_once(tmp_path):
     offsets = [n - keys[i] for b, ns in batches for i, n in zip(b, ns)]
     assert max(offsets) - min(offsets) <= 5, offsets
     assert len({keys[i] for b, _ in batches for i in b}) >= 3
+
+
+def test_a_rows_logits_do_not_depend_on_its_batch_companions(tiny_processor):
+    """What grouping changes is who shares a batch (and so the padding): a row's logits must not depend on it."""
+    import torch
+
+    from avcot.chat import collate, encode_example, model_inputs
+    from avcot.model import load_thinker
+    from speed_fixtures import tiny_prompt
+
+    model = load_thinker(seed=3).eval()
+    short = encode_example(tiny_processor, tiny_prompt(seed=1, seconds=1.0), "好")
+    long_ = encode_example(tiny_processor, tiny_prompt(seed=0, seconds=2.0), "实验室里在做试验，今天下午还要再做一次")
+    pad = tiny_processor.tokenizer.pad_token_id
+    with torch.no_grad():
+        alone = model(**model_inputs(collate([short], pad), with_labels=False)).logits[0]
+        padded = model(**model_inputs(collate([long_, short], pad), with_labels=False)).logits[1]
+    n = alone.shape[0]
+    assert padded.shape[0] > n + 20  # the short row really was padded
+    assert torch.allclose(padded[:n], alone, atol=1e-4)
