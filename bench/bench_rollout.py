@@ -40,11 +40,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="compile our decode step with mode=reduce-overhead (auto: on CUDA only)")
+    p.add_argument("--configs", default="1x1,1xG,4x1",
+                   help="PROMPTSxCOMPLETIONS per configuration, G = --group (split a long GPU run over calls)")
     p.add_argument("--iters", type=int, default=2, help="timed calls per configuration")
     p.add_argument("--check-tokens", type=int, default=None, help="greedy tokens compared with HF (default 32; tiny 8)")
     p.add_argument("--no-stock", action="store_true", help="skip HF generate")
     p.add_argument("--out", default=None, help="JSON-lines file (default $OUT/bench_rollout_<size>.jsonl)")
     return p.parse_args(argv)
+
+
+def parse_configs(text: str, group: int) -> list[tuple[int, int]]:
+    """'1x1,1xG,4x1' -> [(1, 1), (1, group), (4, 1)]."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        prompts, _, rows = part.partition("x")
+        try:
+            out.append((int(prompts), group if rows == "G" else int(rows)))
+        except ValueError:
+            raise SystemExit(f"--configs: {part!r} is not PROMPTSxCOMPLETIONS (e.g. 1x1, 1xG, 4x1)") from None
+    if not out:
+        raise SystemExit("--configs: no configuration given")
+    return out
 
 
 def prompt_batch(model, size: str, bsz: int, dev) -> dict:
@@ -102,8 +118,8 @@ def main(argv=None) -> int:
     compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
     decoder = StaticDecoder(model, compile=compile_flag)
     gen = torch.Generator(device=dev).manual_seed(0)
-    configs = [(1, 1), (1, args.group), (4, 1)]  # (prompts, completions per prompt)
-    batches = {b: prompt_batch(model, args.size, b, dev) for b in {1, 4}}
+    configs = parse_configs(args.configs, args.group)  # (prompts, completions per prompt)
+    batches = {b: prompt_batch(model, args.size, b, dev) for b in {1} | {b for b, _ in configs}}
     greedy_check(emit, model, decoder, batches[1], args.check_tokens or (8 if tiny else 32))
     results = {}
     for bsz, group in configs:

@@ -2,7 +2,8 @@
 # Issue 7's GPU measurements in a few device calls, JSON lines in $OUT (see bench/README.md, "On a GPU").
 #
 #   here (network):  bash bench/gpu_suite.sh prepare     # wheels + a copy of the reference into .whl/ (git-ignored)
-#   on the GPU:      bash bench/gpu_suite.sh STAGE [7b|3b|tiny]      (carry [".whl"]; one stage per call fits 10 min)
+#   on the GPU:      bash bench/gpu_suite.sh STAGE [7b|3b|tiny] [bench flags...]   (carry [".whl"]; one stage
+#                    per call fits 10 min; e.g. `rollout 7b --configs 1x1,1xG` then `rollout 7b --configs 4x1`)
 #
 # STAGE: baseline  the stock reference (shared/reference/hf_peft_baseline.py) with the image's transformers,
 #                  whose module names its LoRA regex was written for;
@@ -47,13 +48,13 @@ case "$stage" in
     "$py" "$ref" "$size" ;;
   sft)
     use_wheels
-    "$py" bench/bench_sft.py --size "$size" --levers cache,label --modes plain,ckpt --bsz 1,4 ;;
+    "$py" bench/bench_sft.py --size "$size" --levers cache,label --modes plain,ckpt --bsz 1,4 "${@:3}" ;;
   rollout)
     use_wheels
-    "$py" bench/bench_rollout.py --size "$size" --new "${NEW:-256}" --group 4 --check-tokens 32 ;;
+    "$py" bench/bench_rollout.py --size "$size" --new "${NEW:-256}" --group 4 --check-tokens 32 "${@:3}" ;;
   qlora)
     use_wheels
-    "$py" bench/bench_sft.py --size "$size" --quant nf4 --levers cache,label,ckpt --modes ckpt --bsz 1 --no-stock ;;
+    "$py" bench/bench_sft.py --size "$size" --quant nf4 --levers cache,label,ckpt --modes ckpt --bsz 1 --no-stock "${@:3}" ;;
   *)
     echo "unknown stage '$stage' (prepare|baseline|sft|rollout|qlora)" >&2; exit 2 ;;
 esac

@@ -92,10 +92,11 @@ def test_gpu_suite_stages_run_on_cpu_with_the_tiny_model(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), WHEELS=str(tmp_path / "no-wheels"),
                NEW="2")
     suite = ["bash", str(ROOT / "bench" / "gpu_suite.sh")]
-    done = subprocess.run(suite + ["rollout", "tiny"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(suite + ["rollout", "tiny", "--configs", "1xG,4x1"], env=env, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     recs = _records(tmp_path / "out" / "bench_rollout_tiny.jsonl")
-    assert {(r["prompts"], r["group"]) for r in recs if r["stage"] == "ratio"} == {(1, 1), (1, 4), (4, 1)}
+    assert {(r["prompts"], r["group"]) for r in recs if r["stage"] == "ratio"} == {(1, 4), (4, 1)}  # flags pass
     assert "no-wheels/*.whl: using installed packages" in done.stdout
     missing = subprocess.run(suite + ["baseline", "tiny"], env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "run 'bench/gpu_suite.sh prepare'" in missing.stderr
@@ -117,3 +118,11 @@ def test_real_widths_run_end_to_end_with_one_layer(tmp_path):
     assert _load("bench_rollout").main(["--size", "3b", "--layers", "1", "--new", "3", "--iters", "1",
                                         "--check-tokens", "3", "--out", str(roll_out)]) == 0
     assert next(r for r in _records(roll_out) if r["stage"] == "check")["exact"] is True
+
+
+def test_rollout_configs_parse_and_refuse_bad_text():
+    parse = _load("bench_rollout").parse_configs
+    assert parse("1x1,1xG,4x1", 4) == [(1, 1), (1, 4), (4, 1)] and parse(" 2x3 ", 4) == [(2, 3)]
+    for bad in ("2y", "ax1", ","):
+        with pytest.raises(SystemExit, match="--configs"):
+            parse(bad, 4)
