@@ -13,7 +13,8 @@ class ManifestDataModule(L.LightningDataModule):
     """Base for DataModules over manifests; subclasses implement `_loader(split, shuffle=...)`.
 
     Expects `save_hyperparameters()` to have stored `processor`, `rejects_path`, `val_fraction`, `seed`,
-    `split_column` and `group_by_length`; subclasses with `group_by_length` implement `length_keys(split)`.
+    `split_column` and `group_by_length`; subclasses with `group_by_length` fill `records["train"]` (the
+    dataset's records, in its order) and implement `record_length`.
     """
 
     _processor = None
@@ -21,6 +22,11 @@ class ManifestDataModule(L.LightningDataModule):
     hash_media = False
     """Collate the encoder-cache keys into batch["meta"]["media_keys"] (hashed in the loader workers). The
     SFT module turns it on when it has an encoder cache; a batch without keys is hashed by the module."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: dict[str, list] = {}  # per split, in dataset order: what `length_keys` measures
+        self._lengths: dict[str, list[int]] = {}
 
     @property
     def processor(self):
@@ -52,9 +58,16 @@ class ManifestDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         raise NotImplementedError
 
-    def length_keys(self, split: str) -> list[int]:
-        """Estimated tokens per example of `split` (`avcot.speed.batching.estimated_length`)."""
+    def record_length(self, record, tokenizer) -> int:
+        """Estimated tokens of one record's example (`avcot.speed.batching.estimated_length`)."""
         raise NotImplementedError
+
+    def length_keys(self, split: str) -> list[int]:
+        """Estimated tokens per example of `split`, computed once (each reads media headers)."""
+        if split not in self._lengths:
+            tok = self.processor.tokenizer
+            self._lengths[split] = [self.record_length(r, tok) for r in self.records[split]]
+        return self._lengths[split]
 
     def sampler(self, split: str, n: int, batch_size: int, *, shuffle: bool) -> Sampler[int]:
         """The (seed, epoch)-determined index order of a loader: length-grouped for training when asked."""

@@ -228,8 +228,6 @@ class CavsrDataModule(ManifestDataModule):
             raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
         self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
-        self.clips: dict[str, list[Clip]] = {}  # per split, in dataset order (length keys)
-        self._lengths: dict[str, list[int]] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -258,7 +256,7 @@ class CavsrDataModule(ManifestDataModule):
             else:
                 train, val = self.split(pairs)
             self.datasets["train"] = self._dataset(train, hp.train_manifest)
-            self.clips["train"] = [c for _, c in train]
+            self.records["train"] = [c for _, c in train]
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest)
         if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
             self.datasets["val"] = self._dataset(self._clips(hp.val_manifest, True), hp.val_manifest)
@@ -273,11 +271,8 @@ class CavsrDataModule(ManifestDataModule):
             raise ValueError(f"{stage} needs a manifest: set data.{stage}_manifest in the config")
         return self._dataset(self._clips(path, with_target), path, with_target)
 
-    def length_keys(self, split: str) -> list[int]:
-        if split not in self._lengths:
-            tok = self.processor.tokenizer
-            self._lengths[split] = [clip_length(c, tok, self.hparams.target, self.media) for c in self.clips[split]]
-        return self._lengths[split]
+    def record_length(self, record: Clip, tokenizer) -> int:
+        return clip_length(record, tokenizer, self.hparams.target, self.media)
 
     def _loader(self, split: str, *, shuffle: bool, padding_side: str = "right") -> DataLoader:
         if split not in self.datasets:

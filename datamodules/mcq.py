@@ -233,8 +233,6 @@ class McqDataModule(ManifestDataModule):
         self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds)
         self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
-        self.items: dict[str, list[McqItem]] = {}  # per split, in dataset order (length keys)
-        self._lengths: dict[str, list[int]] = {}
 
     def _items(self, path: str, target: Target) -> list[tuple[dict, McqItem]]:
         kept, counts = prepare_items(path, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
@@ -257,7 +255,7 @@ class McqDataModule(ManifestDataModule):
             else:
                 train, val = self.split(pairs)
             self.datasets["train"] = self._dataset(train, hp.train_manifest, hp.target)
-            self.items["train"] = [it for _, it in train]
+            self.records["train"] = [it for _, it in train]
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest, hp.target)
         if stage in ("test", "predict") and stage not in self.datasets:
             path = hp.test_manifest or hp.val_manifest
@@ -266,12 +264,8 @@ class McqDataModule(ManifestDataModule):
             # Evaluation always generates: prompt-only, left-padded.
             self.datasets[stage] = self._dataset(self._items(path, "none"), path, "none")
 
-    def length_keys(self, split: str) -> list[int]:
-        if split not in self._lengths:
-            hp, tok = self.hparams, self.processor.tokenizer
-            self._lengths[split] = [item_length(it, tok, hp.target, hp.modality, self.media)
-                                    for it in self.items[split]]
-        return self._lengths[split]
+    def record_length(self, record: McqItem, tokenizer) -> int:
+        return item_length(record, tokenizer, self.hparams.target, self.hparams.modality, self.media)
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

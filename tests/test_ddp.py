@@ -102,7 +102,7 @@ def test_ddp_with_group_by_length_gives_each_rank_whole_grouped_batches(tmp_path
     seen = [[json.loads(line) for line in (tmp_path / f"ids{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     dm = CavsrDataModule(train_manifest=str(manifest), val_fraction=0.0, rejects_path=str(tmp_path / "p.jsonl"))
     dm.setup("fit")
-    ids = [c.id for c in dm.clips["train"]]
+    ids = [c.id for c in dm.records["train"]]
     sampler = LengthGroupedSampler(dm.length_keys("train"), 2, seed=0, world_size=2)
     for epoch in (0, 1):
         sampler.set_epoch(epoch)

@@ -42,10 +42,10 @@ def test_cavsr_group_by_length_groups_and_estimates(tmp_path):
     assert isinstance(grouped.val_dataloader().sampler, EpochSeededSampler)  # only training is regrouped
     batches = _epoch(loader)
     ids = [i for b, _ in batches for i in b]
-    assert sorted(ids) == sorted(c.id for c in grouped.clips["train"])  # every row once
+    assert sorted(ids) == sorted(c.id for c in grouped.records["train"])  # every row once
     assert _pads(batches) < _pads(_epoch(plain.train_dataloader()))
     # the estimate (target tokens + 25 audio tokens/s + video tokens) differs from the real length by a near-constant
-    keys = dict(zip((c.id for c in grouped.clips["train"]), grouped.length_keys("train")))
+    keys = dict(zip((c.id for c in grouped.records["train"]), grouped.length_keys("train")))
     offsets = [n - keys[i] for b, ns in batches for i, n in zip(b, ns)]
     assert max(offsets) - min(offsets) <= 3, offsets
     loader.sampler.set_epoch(1)
@@ -70,7 +70,7 @@ def test_mcq_group_by_length_every_item_once(tmp_path):
     assert isinstance(loader.sampler, LengthGroupedSampler)
     batches = _epoch(loader)
     assert sorted(i for b, _ in batches for i in b) == sorted(r["id"] for r in rows)
-    keys = dict(zip((it.id for it in dm.items["train"]), dm.length_keys("train")))
+    keys = dict(zip((it.id for it in dm.records["train"]), dm.length_keys("train")))
     # video rows have 32 visual tokens more than audio-only rows; the estimate counts them, so the offsets
     # to the real lengths stay within a few tokens (word pieces at text joins, audio rounding)
     offsets = [n - keys[i] for b, ns in batches for i, n in zip(b, ns)]

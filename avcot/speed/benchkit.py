@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from avcot.speed.batching import visual_tokens
+
 SIZES = ("tiny", "3b", "7b")
 
 
@@ -57,13 +59,13 @@ def build_thinker(size: str, dtype: torch.dtype, dev: torch.device, layers: int 
             t = cfg.text_config
             t.hidden_size, t.intermediate_size, t.num_hidden_layers = 2048, 11008, 36
             t.num_attention_heads, t.num_key_value_heads, t.vocab_size = 16, 2, 151936
-            # transformers 5.x sizes `layer_types` at construction (28 layers): resize it with the depth
-            t.layer_types, t.max_window_layers = ["full_attention"] * 36, 36
             cfg.audio_config.output_dim = 2048
             cfg.vision_config.out_hidden_size = 2048
         cfg.vision_config.hidden_size = 1280
         if layers is not None:
             _set_depth(cfg, layers)
+        t = cfg.text_config  # transformers 5.x sizes `layer_types` at construction (28): follow the depth
+        t.layer_types, t.max_window_layers = ["full_attention"] * t.num_hidden_layers, t.num_hidden_layers
         cfg.vision_start_token_id, cfg.vision_end_token_id = 151652, 151653
         cfg._attn_implementation = "sdpa"
         torch.manual_seed(0)
@@ -77,8 +79,7 @@ def _set_depth(cfg, layers: int) -> None:
     """Every tower and the LM cut to `layers` layers, widths kept."""
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
-    t = cfg.text_config
-    t.num_hidden_layers, t.layer_types, t.max_window_layers = layers, ["full_attention"] * layers, layers
+    cfg.text_config.num_hidden_layers = layers
     cfg.vision_config.depth, cfg.vision_config.fullatt_block_indexes = layers, [layers - 1]
     cfg.audio_config.encoder_layers = cfg.audio_config.num_hidden_layers = layers
 
@@ -90,8 +91,8 @@ def make_batch(model, size: str, bsz: int, *, text_len: int | None = None, seed:
     g = torch.Generator().manual_seed(seed)
     mel = 100 * shape.audio_s
     n_audio = int(model.model.audio_tower._get_feat_extract_output_lengths(torch.tensor(mel))[1])
-    t, h = shape.frames // 2, shape.side // 14
-    n_video = t * h * h // 4
+    t, h = shape.frames // 2, shape.side // 14  # temporal patches, 14-px patches per side
+    n_video = visual_tokens(shape.frames, shape.side)
     lo, hi = (10, 4000) if size == "tiny" else (1000, 100000)  # ordinary (non-special) token ids
     rows = []
     for _ in range(bsz):

@@ -85,24 +85,23 @@ def cache_length(prompt_len: int, max_new_tokens: int, bucket: int = 1) -> int:
     return -(-need // max(bucket, 1)) * max(bucket, 1)
 
 
-def expand_to_static(thinker, pre: Prefill, group_size: int, max_new_tokens: int,
-                     into: StaticCache | None = None, bucket: int = 1) -> StaticCache:
-    """A StaticCache of batch B*G and length `cache_length(P, max_new_tokens, bucket)` holding the prefill
-    keys/values in its first P slots.
+def expand_to_static(thinker, pre: Prefill, group_size: int, cache_len: int,
+                     into: StaticCache | None = None) -> StaticCache:
+    """A StaticCache of batch B*G and `cache_len` slots (`cache_length`) holding the prefill keys/values in
+    its first P slots.
 
     `into`: a cache of exactly that shape to overwrite in place (same tensor addresses, so CUDA graphs
     captured on it replay without re-recording). Slots past P may hold an earlier rollout's values: the
     decode mask only ever lets a row see slots < P + step, which this rollout has written.
     """
     prompt_len = pre.prompt_mask.shape[1]
-    length = cache_length(prompt_len, max_new_tokens, bucket)
-    static = into or StaticCache(config=thinker.config.get_text_config(), max_cache_len=length)
+    static = into or StaticCache(config=thinker.config.get_text_config(), max_cache_len=cache_len)
     for layer, src in zip(static.layers, pre.cache.layers):
         keys = src.keys.repeat_interleave(group_size, dim=0)  # [B*G, kv_heads, P, D]
         values = src.values.repeat_interleave(group_size, dim=0)
         if not layer.is_initialized:
             layer.lazy_initialization(keys[:, :, :1], values[:, :, :1])
-        elif layer.keys.shape[0] != keys.shape[0] or layer.max_cache_len != length:
+        elif layer.keys.shape[0] != keys.shape[0] or layer.max_cache_len != cache_len:
             raise ValueError("`into` cache has a different batch or length than this rollout")
         layer.keys[:, :, :prompt_len].copy_(keys)
         layer.values[:, :, :prompt_len].copy_(values)
@@ -168,7 +167,7 @@ class StaticDecoder:
         length = cache_length(prompt_len, n_new, settings.cache_bucket)
         shape = (rows, length, pre.last_logits.dtype)
         reuse = self._cache if self._cache_shape == shape else None
-        cache = expand_to_static(self.thinker, pre, g, n_new, into=reuse, bucket=settings.cache_bucket)
+        cache = expand_to_static(self.thinker, pre, g, length, into=reuse)
         self._cache, self._cache_shape = cache, shape
         device = pre.last_logits.device
         key_valid = torch.ones((rows, length), dtype=torch.bool, device=device)  # [N, S]
