@@ -71,8 +71,8 @@ Voice = tuple[int, int]
 
 
 def random_variation(rng: random.Random, speed: int = 140, voices: tuple[Voice, ...] = ()) -> Variation:
-    """A seeded rendering: box offsets ±6%, tint ±20, font 0.8-1.0; voice = one of `voices`, or (with none
-    given) any rate in speed±30 wpm and pitch in 30-70."""
+    """A seeded rendering: box offsets ±6% across and ±4% down, tint ±20, font 0.8-1.0; voice = one of
+    `voices`, or (with none given) any rate in speed±30 wpm and pitch in 30-70."""
     rate, pitch = rng.choice(voices) if voices else (rng.randint(speed - 30, speed + 30), rng.randint(30, 70))
     return Variation(speed=rate, pitch=pitch, dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.04, 0.04),
                      tint=tuple(rng.randint(-20, 20) for _ in range(3)), font_scale=rng.uniform(0.8, 1.0))

@@ -32,12 +32,9 @@ from avcot.speed.rollout import RolloutSettings, StaticDecoder  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=bk.SIZES, default="tiny", help="model + prompt shapes")
-    p.add_argument("--layers", type=int, default=None,
-                   help="3b/7b widths with only this many LM/vision/audio layers (a CPU shape check; no timing)")
+    bk.add_model_args(p)
     p.add_argument("--new", type=int, default=None, help="new tokens per completion (default 256; tiny 16)")
     p.add_argument("--group", type=int, default=4, help="GRPO group size G")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="compile our decode step with mode=reduce-overhead (auto: on CUDA only)")
     p.add_argument("--configs", default="1x1,1xG,4x1",
@@ -111,7 +108,7 @@ def main(argv=None) -> int:
     dev = bk.device()
     tiny = args.size == "tiny"
     new = args.new or (16 if tiny else 256)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if dev.type == "cuda" else "float32"))
+    dtype = bk.dtype_for(args.dtype, dev)
     emit = bk.Emitter(args.out or bk.default_out(f"bench_rollout_{args.size}.jsonl"))
     emit(stage="versions", **bk.versions(dev))
     model = apply_lora(bk.build_thinker(args.size, dtype, dev, layers=args.layers), LoraSettings()).eval()

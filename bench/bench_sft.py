@@ -33,9 +33,7 @@ LEVERS = ("cache", "label", "ckpt")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=bk.SIZES, default="tiny", help="model + input shapes")
-    p.add_argument("--layers", type=int, default=None,
-                   help="3b/7b widths with only this many LM/vision/audio layers (a CPU shape check; no timing)")
+    bk.add_model_args(p)
     p.add_argument("--levers", default="cache,label",
                    help="comma list of our levers: cache (encoder outputs from disk), label (LM head at label "
                         "positions only), ckpt (LM-only activation checkpointing in every mode)")
@@ -43,7 +41,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="plain: no checkpointing on either path; ckpt: HF gradient checkpointing on the stock "
                         "path vs LM-only checkpointing on ours")
     p.add_argument("--bsz", default=None, help="comma list of batch sizes (default 1,4; tiny 1,2)")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--quant", choices=("none", "nf4"), default="none", help="nf4: QLoRA base (needs bitsandbytes)")
     p.add_argument("--iters", type=int, default=None, help="timed steps (default 4; tiny 2)")
     p.add_argument("--warm", type=int, default=1, help="untimed steps first (fills the encoder cache)")
@@ -137,7 +134,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown levers {sorted(levers - set(LEVERS))}; choose from {LEVERS}")
     tiny = args.size == "tiny"
     args.iters = args.iters or (2 if tiny else 4)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if dev.type == "cuda" else "float32"))
+    dtype = bk.dtype_for(args.dtype, dev)
     bsizes = [int(b) for b in (args.bsz or ("1,2" if tiny else "1,4")).split(",")]
     emit = bk.Emitter(args.out or bk.default_out(f"bench_sft_{args.size}.jsonl"))
     emit(stage="versions", **bk.versions(dev))

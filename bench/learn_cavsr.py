@@ -73,7 +73,7 @@ class BenchSettings:
     """Held-out share of groups for the content/context/sentence splits."""
     voices: str = "120:40,140:60,160:45"
     """Speakers as rate:pitch,... (espeak-ng wpm and pitch) shared by train and test; '' = a fresh
-    random voice for every rendering (harder: the frozen random audio tower must generalise too)."""
+    random voice for every rendering (harder: the audio tower must generalise to unheard voices)."""
     workers: int = 4
     """Threads running espeak-ng/ffmpeg while synthesising."""
     steps: int = 3000

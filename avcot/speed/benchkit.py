@@ -41,6 +41,20 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def add_model_args(parser) -> None:
+    """The benches' shared model flags: --size, --layers, --dtype."""
+    parser.add_argument("--size", choices=SIZES, default="tiny", help="model and input shapes")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="3b/7b widths with only this many LM/vision/audio layers (a CPU shape check; no timing)")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                        help="default: bf16 on GPU, fp32 on CPU")
+
+
+def dtype_for(name: str | None, dev: torch.device) -> torch.dtype:
+    """--dtype, defaulting to bf16 on CUDA and fp32 elsewhere."""
+    return getattr(torch, name or ("bfloat16" if dev.type == "cuda" else "float32"))
+
+
 def build_thinker(size: str, dtype: torch.dtype, dev: torch.device, layers: int | None = None):
     """A random-init thinker of `size` on `dev` (towers frozen).
 
