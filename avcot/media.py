@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import av
@@ -72,7 +73,25 @@ def _stream_duration(container: av.container.InputContainer, stream: av.stream.S
 
 
 def probe(path: str | Path) -> MediaInfo:
-    """Streams and duration of a media file, without decoding."""
+    """Streams and duration of a media file, without decoding.
+
+    Remembered per (file, size, modification time): manifest checks, batch length keys and every epoch's
+    decode ask again about the same files, and only a changed file is opened again.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return _probe(p)  # raises the MediaError naming the file
+    return _probe_unchanged(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=1 << 16)
+def _probe_unchanged(path: str, size: int, mtime_ns: int) -> MediaInfo:
+    return _probe(Path(path))  # size/mtime only key the cache; errors are raised, never cached
+
+
+def _probe(path: Path) -> MediaInfo:
     with _open(path) as c:
         a = c.streams.audio[0] if c.streams.audio else None
         v = c.streams.video[0] if c.streams.video else None

@@ -243,3 +243,25 @@ def test_random_video_picks_another_clip():
     assert picks == {0, 2}
     with pytest.raises(ValueError):
         random_video(["only"], 0, rng)
+
+
+def test_probe_opens_an_unchanged_file_once_and_a_changed_one_again(tmp_path):
+    """Probe results are reused per (file, size, mtime): checks, length keys and decodes share one open."""
+    import os
+    from unittest import mock
+
+    import avcot.media as media
+
+    rows = [json.loads(x) for x in (SYNTH / "manifest.jsonl").read_text().splitlines()]
+    copy = tmp_path / "clip.wav"
+    shutil.copy(SYNTH / rows[0]["audio"], copy)
+    with mock.patch.object(media, "_open", wraps=media._open) as opened:
+        first = probe(copy)
+        assert probe(copy) == first and probe(str(copy)) == first
+        assert opened.call_count == 1
+        shutil.copy(SYNTH / rows[1]["audio"], copy)  # another clip written over it
+        os.utime(copy, ns=(0, 12345))  # a different modification time whatever the clock resolution
+        assert probe(copy) != first and opened.call_count == 2
+    copy.unlink()
+    with pytest.raises(MediaError, match="file not found"):
+        probe(copy)
