@@ -49,13 +49,15 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: Scale = "gro
                          f"got shape {tuple(rewards.shape)}")
     if scale not in ("group", "none"):
         raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
-    grouped = rewards.float().view(-1, group_size)  # [B, G]
+    # float64: rewards that differ only in their last fp32 digits (e.g. -5.4375 vs -5.4343) would otherwise
+    # centre asymmetrically, and dividing by their tiny std blows the rounding up to a nonzero group mean.
+    grouped = rewards.double().view(-1, group_size)  # [B, G]
     mean = grouped.mean(dim=1, keepdim=True)  # [B, 1]
     centred = grouped - mean  # [B, G]
     if scale == "none":
-        return centred.reshape(-1)  # [B*G]
+        return centred.reshape(-1).float()  # [B*G]
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)  # [B, 1]
-    return (centred / (std + eps)).reshape(-1)  # [B*G]
+    return (centred / (std + eps)).reshape(-1).float()  # [B*G]
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

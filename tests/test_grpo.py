@@ -136,3 +136,11 @@ def test_token_logprobs_hand_value_and_ignore() -> None:
 def test_token_logprobs_shape_error() -> None:
     with pytest.raises(ValueError, match="logits"):
         token_logprobs(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_advantages_of_nearly_equal_rewards_still_centre() -> None:
+    """The case Hypothesis found: two rewards equal to 3 digits; in fp32 their advantages' mean was 1e-4."""
+    adv = group_advantages(torch.tensor([0.0, 0.0, -5.4375, -5.434312319805849]), 2).view(-1, 2)
+    assert adv.dtype == torch.float32
+    assert torch.allclose(adv.mean(dim=1), torch.zeros(2), atol=1e-6)
+    assert adv[1, 1] > 0 > adv[1, 0]
