@@ -13,6 +13,11 @@ simplified. Departures from wenet, on purpose:
   without splitting ("314", "dont", "1000"); any other punctuation splits tokens.
 - Empty reference: CER is 0.0 when the hypothesis is empty too, else 1.0 (never divides by zero).
 
+``scoring="wenet"`` (``cer``/``align``) instead reproduces wenet's ``tools/compute-cer.py --char=1``
+(its default ``--cs=0``, tags removed) token for token, for numbers comparable with papers scored by it;
+see ``wenet_tokens`` for its rules (no NFKC, only its 17 punctuation marks dropped, Latin words and
+numbers split into characters). Its edit counts follow compute-cer.py's alignment tie-breaks.
+
 Traditional -> simplified uses ``opencc`` (opencc-python-reimplemented) when importable; otherwise
 a small explicit table of ~300 common characters (``_T2S_TABLE``), so rarer traditional
 characters stay unchanged in that case.
@@ -28,6 +33,9 @@ from typing import Literal
 import jiwer
 
 Op = Literal["equal", "sub", "del", "ins"]
+Scoring = Literal["avcot", "wenet"]
+"""Tokenisation + alignment of a CER: this module's normalised tokens, or wenet compute-cer.py's."""
+SCORINGS: tuple[Scoring, ...] = ("avcot", "wenet")
 
 # Common traditional -> simplified pairs (same position in both strings). Used only when opencc is
 # not installed; a fallback, not a full converter.
@@ -184,6 +192,129 @@ def normalize_zh(s: str, *, t2s: bool = False) -> str:
     return join_tokens(tokenize_zh(s, t2s=t2s))
 
 
+# ------------------------------------------------------------------ wenet compute-cer.py scoring
+
+WENET_PUNCTS = frozenset("!,?、。！，；？：「」︰『』《》")
+"""The 17 marks compute-cer.py drops; any other punctuation (（）“”.-…) is kept as (part of) a token."""
+_WENET_SPACES = frozenset(" \t\r\n")
+
+
+def _wenet_chunks(s: str) -> list[str]:
+    """compute-cer.py's ``characterize`` (``--char=1``): split a line into raw chunks.
+
+    Skipped where a chunk would start: the 17 `WENET_PUNCTS`, space/tab/CR/LF, separators (Zs) and
+    unassigned code points (Cn). A Lo character (Han, kana, Hangul ...) is a chunk of its own. Any
+    other character starts a chunk that runs on over ASCII characters and ends before whitespace, a
+    non-ASCII character, or a space; a chunk starting at '<' also ends after its '>' ("<unk><noise>").
+    So "（" "é" "Ａ" are one-character chunks, "3.14" "don't" "hello,world" "abc<unk>" one chunk each.
+    """
+    chunks: list[str] = []
+    i, n = 0, len(s)
+    while i < n:
+        ch = s[i]
+        category = unicodedata.category(ch)
+        if ch in WENET_PUNCTS or ch in _WENET_SPACES or category in ("Zs", "Cn"):
+            i += 1
+            continue
+        if category == "Lo":
+            chunks.append(ch)
+            i += 1
+            continue
+        end_at = ">" if ch == "<" else " "
+        j = i + 1
+        while j < n and ord(s[j]) < 128 and s[j] not in _WENET_SPACES and s[j] != end_at:
+            j += 1
+        if j < n and s[j] == ">":
+            j += 1  # the tag's closing bracket belongs to it
+        chunks.append(s[i:j])
+        i = j
+    return chunks
+
+
+def _strip_tags(x: str) -> str:
+    """Drop every '<...>' span; an unclosed '<' drops the rest (compute-cer.py's ``stripoff_tags``)."""
+    out: list[str] = []
+    inside = False
+    for ch in x:
+        if inside:
+            inside = ch != ">"
+        elif ch == "<":
+            inside = True
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def wenet_tokens(s: str, *, case_sensitive: bool = False, tochar: bool = True, remove_tags: bool = True,
+                 t2s: bool = False) -> list[str]:
+    """Tokens of one transcript exactly as wenet's ``tools/compute-cer.py`` scores them.
+
+    Chunks come from `_wenet_chunks` (``--char=1``, the default here) or from whitespace
+    (``tochar=False``, ``--char=0``). Each chunk is then upper-cased unless `case_sensitive`
+    (``--cs=1``), has its '<...>' tags removed (``--rt``, on by default), is dropped when nothing is
+    left, and is split into single characters when it is all letters/digits (``str.isalnum``), so
+    "iPhone13" scores as 8 tokens "I" "P" ... "3"; a chunk holding any other character ("3.14", "（")
+    stays one token. No width or NFKC folding: "ａ" and "a" differ. ``--ig``/``--splitfile`` are not
+    supported. `t2s` converts traditional -> simplified first (not a compute-cer.py option).
+    """
+    if not isinstance(s, str):
+        raise TypeError(f"wenet_tokens expects str, got {type(s).__name__}")
+    if t2s:
+        s = to_simplified(s)
+    tokens: list[str] = []
+    for chunk in _wenet_chunks(s) if tochar else s.split():
+        x = chunk if case_sensitive else chunk.upper()
+        if remove_tags:
+            x = _strip_tags(x)
+        if not x:
+            continue
+        tokens.extend(x if x.isalnum() else [x])
+    return tokens
+
+
+def wenet_align_tokens(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, str, Op]]:
+    """Levenshtein alignment with compute-cer.py's tie-breaks: deletion, then insertion, then diagonal.
+
+    Each cell keeps the first of (del, ins, sub/equal) that reaches its minimum, and the trace-back
+    follows those choices, so S/D/I (not only their sum) match compute-cer.py's counts.
+    """
+    n, m = len(ref), len(hyp)
+    dist = [[0] * (m + 1) for _ in range(n + 1)]
+    move: list[list[Op | None]] = [[None] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        dist[i][0], move[i][0] = i, "del"
+    for j in range(1, m + 1):
+        dist[0][j], move[0][j] = j, "ins"
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            best, op = dist[i - 1][j] + 1, "del"
+            if dist[i][j - 1] + 1 < best:
+                best, op = dist[i][j - 1] + 1, "ins"
+            same = ref[i - 1] == hyp[j - 1]
+            if dist[i - 1][j - 1] + (not same) < best:
+                best, op = dist[i - 1][j - 1] + (not same), "equal" if same else "sub"
+            dist[i][j], move[i][j] = best, op
+    rows: list[tuple[str, str, Op]] = []
+    i, j = n, m
+    while move[i][j] is not None:
+        op = move[i][j]
+        rows.append((ref[i - 1] if op != "ins" else "", hyp[j - 1] if op != "del" else "", op))
+        i, j = i - (op != "ins"), j - (op != "del")
+    return rows[::-1]
+
+
+def scored_tokens(s: str, *, scoring: Scoring = "avcot", t2s: bool = False) -> list[str]:
+    """Tokens a CER counts under `scoring`: `tokenize_zh` ("avcot") or `wenet_tokens` ("wenet")."""
+    if scoring == "avcot":
+        return tokenize_zh(s, t2s=t2s)
+    if scoring == "wenet":
+        return wenet_tokens(s, t2s=t2s)
+    raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+
+
+# ------------------------------------------------------------------ alignment and CER
+
+
 def _ops(ref_tokens: list[str], hyp_tokens: list[str]) -> list[tuple[str, str, Op]]:
     """Token alignment via jiwer, expanded to one (ref, hyp, op) row per token."""
     if not ref_tokens or not hyp_tokens:
@@ -209,9 +340,16 @@ def align_tokens(ref_tokens: Sequence[str], hyp_tokens: Sequence[str]) -> list[t
     return _ops(list(ref_tokens), list(hyp_tokens))
 
 
-def align(ref: str, hyp: str, *, t2s: bool = False) -> list[tuple[str, str, Op]]:
+def _aligned(ref: str, hyp: str, scoring: Scoring, t2s: bool) -> tuple[list[tuple[str, str, Op]], int]:
+    ref_tokens, hyp_tokens = scored_tokens(ref, scoring=scoring, t2s=t2s), scored_tokens(hyp, scoring=scoring, t2s=t2s)
+    if scoring == "wenet":
+        return wenet_align_tokens(ref_tokens, hyp_tokens), len(ref_tokens)
+    return _ops(ref_tokens, hyp_tokens), len(ref_tokens)
+
+
+def align(ref: str, hyp: str, *, t2s: bool = False, scoring: Scoring = "avcot") -> list[tuple[str, str, Op]]:
     """Aligned (ref_token, hyp_token, op) rows of the normalised texts, for reports."""
-    return _ops(tokenize_zh(ref, t2s=t2s), tokenize_zh(hyp, t2s=t2s))
+    return _aligned(ref, hyp, scoring, t2s)[0]
 
 
 def _count(rows: list[tuple[str, str, Op]], ref_len: int) -> CerResult:
@@ -229,10 +367,9 @@ def _count(rows: list[tuple[str, str, Op]], ref_len: int) -> CerResult:
     )
 
 
-def cer(ref: str, hyp: str, *, t2s: bool = False) -> CerResult:
-    """CER of one hypothesis against one reference, on normalised tokens (``.cer`` for the rate)."""
-    ref_tokens = tokenize_zh(ref, t2s=t2s)
-    return _count(_ops(ref_tokens, tokenize_zh(hyp, t2s=t2s)), len(ref_tokens))
+def cer(ref: str, hyp: str, *, t2s: bool = False, scoring: Scoring = "avcot") -> CerResult:
+    """CER of one hypothesis against one reference, on `scoring`'s tokens (``.cer`` for the rate)."""
+    return _count(*_aligned(ref, hyp, scoring, t2s))
 
 
 def corpus_cer(refs: Sequence[str], hyps: Sequence[str], *, t2s: bool = False) -> CerResult:
