@@ -8,6 +8,11 @@ whose message names the file and the problem.
 Sampling: frame k of N is taken at the centre of the k-th of N equal segments (TSN-style), so a clip
 shorter than N frames repeats frames instead of changing the output shape. `size` is (height, width)
 and frames are stretched to it (no letterboxing), matching the fixed grid the model expects.
+
+A source longer than the window is cut without a sound: `load_audio_window` / `load_frames_window`
+return the data with a `Truncation` note (file, stream, declared and used seconds) so callers can
+warn and count per row; `truncation_of` tells the same from the header alone (`probe`), without
+decoding. `load_audio` / `load_frames` return the bare arrays.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -24,6 +30,9 @@ import soxr
 # Shortfall allowed between declared and decoded length before a file is called truncated
 # (AAC priming and container rounding make them differ by a few percent on good files).
 _TRUNCATION_TOLERANCE = 0.9
+# A source longer than the window by less than this is not called truncated: declared lengths overshoot
+# the content by container rounding and codec padding (AAC's last frame), and such a cut loses nothing.
+_TRUNCATION_SLACK_S = 0.1
 # Above this many frames in the window, sampled frames are reached by seeking instead of decoding all.
 _SEEK_THRESHOLD = 300
 
@@ -49,6 +58,68 @@ class MediaInfo:
     fps: float
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A stream longer than the window that was loaded: everything after `offset_s + used_s` was left out."""
+
+    path: str
+    stream: Literal["audio", "video"]
+    source_s: float
+    """Declared length of the stream (or of the container), in seconds."""
+    used_s: float
+    """Seconds of it that were loaded (the `max_seconds` window)."""
+    offset_s: float = 0.0
+    """Where the window started."""
+
+    @property
+    def dropped_s(self) -> float:
+        """Seconds after the window that were not loaded."""
+        return max(0.0, self.source_s - self.offset_s - self.used_s)
+
+    @property
+    def message(self) -> str:
+        start = f" from {self.offset_s:.1f} s" if self.offset_s else ""
+        return (f"{self.path}: {self.stream} is {self.source_s:.1f} s long but only {self.used_s:.1f} s{start} "
+                f"were used ({self.dropped_s:.1f} s cut; raise max_seconds to keep more)")
+
+
+@dataclass(frozen=True, eq=False)
+class AudioWindow:
+    """Decoded audio of one window and whether the source went on past it."""
+
+    samples: np.ndarray
+    """float32 [N] mono in [-1, 1]."""
+    sample_rate: int
+    truncation: Truncation | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FrameWindow:
+    """Sampled frames of one window and whether the video went on past it."""
+
+    frames: np.ndarray
+    """uint8 [T, H, W, 3] RGB."""
+    truncation: Truncation | None = None
+
+
+def window_truncation(path: str | Path, stream: Literal["audio", "video"], source_s: float,
+                      max_seconds: float | None, offset_s: float = 0.0) -> Truncation | None:
+    """The `Truncation` of loading `offset_s .. offset_s + max_seconds` of a `source_s`-long stream, or None."""
+    if max_seconds is None or source_s <= offset_s + max_seconds + _TRUNCATION_SLACK_S:
+        return None
+    return Truncation(str(path), stream, float(source_s), float(max_seconds), float(offset_s))
+
+
+def truncation_of(path: str | Path, stream: Literal["audio", "video"], max_seconds: float | None,
+                  offset_s: float = 0.0) -> Truncation | None:
+    """Whether loading `stream` of `path` with this window would cut it, from the header (`probe`) alone.
+
+    Uses the container's duration (a stream's own may differ by codec padding, within the slack).
+    Raises MediaError like `probe` for an unreadable file.
+    """
+    return window_truncation(path, stream, probe(path).duration_s, max_seconds, offset_s)
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -143,10 +214,17 @@ def _decode_audio(path: str | Path, c: av.container.InputContainer, start_s: flo
 
 def load_audio(path: str | Path, *, sr: int = 16000, max_seconds: float | None = None,
                offset_s: float = 0.0) -> np.ndarray:
+    """Float32 mono audio in [-1, 1] at `sr` Hz (`load_audio_window` without the truncation note)."""
+    return load_audio_window(path, sr=sr, max_seconds=max_seconds, offset_s=offset_s).samples
+
+
+def load_audio_window(path: str | Path, *, sr: int = 16000, max_seconds: float | None = None,
+                      offset_s: float = 0.0) -> AudioWindow:
     """Float32 mono audio in [-1, 1] at `sr` Hz, from a wav or a video's audio stream.
 
     Only `offset_s .. offset_s + max_seconds` is decoded; stereo is averaged; any rate is resampled.
-    Silence is valid (zeros); an empty, truncated or missing audio stream raises MediaError.
+    Silence is valid (zeros); an empty, truncated or missing audio stream raises MediaError. A stream
+    that goes on past the window comes back with a `Truncation` note.
     """
     if offset_s < 0 or (max_seconds is not None and max_seconds <= 0):
         raise ValueError(f"need offset_s >= 0 and max_seconds > 0, got {offset_s}, {max_seconds}")
@@ -165,7 +243,7 @@ def load_audio(path: str | Path, *, sr: int = 16000, max_seconds: float | None =
         data = data[: int(round(expected * rate))]
     if rate != sr:
         data = soxr.resample(data, rate, sr).astype(np.float32)
-    return np.clip(data, -1.0, 1.0)
+    return AudioWindow(np.clip(data, -1.0, 1.0), sr, window_truncation(path, "audio", declared, max_seconds, offset_s))
 
 
 # ---------------------------------------------------------------- frames
@@ -238,7 +316,16 @@ def _decode_seeking(path: str | Path, c: av.container.InputContainer, wanted: li
 
 def load_frames(path: str | Path, *, num_frames: int = 8, size: int | tuple[int, int] = (112, 112),
                 max_seconds: float | None = None) -> np.ndarray:
-    """uint8 [T, H, W, 3] RGB frames sampled uniformly over the first `max_seconds` (all when None)."""
+    """uint8 [T, H, W, 3] RGB frames (`load_frames_window` without the truncation note)."""
+    return load_frames_window(path, num_frames=num_frames, size=size, max_seconds=max_seconds).frames
+
+
+def load_frames_window(path: str | Path, *, num_frames: int = 8, size: int | tuple[int, int] = (112, 112),
+                       max_seconds: float | None = None) -> FrameWindow:
+    """uint8 [T, H, W, 3] RGB frames sampled uniformly over the first `max_seconds` (all when None).
+
+    A video that goes on past `max_seconds` comes back with a `Truncation` note.
+    """
     if num_frames <= 0:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
     h, w = _frame_size(size)
@@ -249,7 +336,9 @@ def load_frames(path: str | Path, *, num_frames: int = 8, size: int | tuple[int,
         # Slice threads only: frame threading deadlocks in avcodec_free_context when decoding stops early
         # (we break out after the last wanted frame), seen as a hang on a 2-core machine.
         stream.thread_type = "SLICE"
-        total, fps = _frame_count(path, stream, _stream_duration(c, stream))
+        declared = _stream_duration(c, stream)
+        total, fps = _frame_count(path, stream, declared)
+        truncation = window_truncation(path, "video", declared or total / fps, max_seconds)
         if max_seconds is not None:
             total = max(1, min(total, int(np.ceil(max_seconds * fps - 1e-6))))
         wanted = uniform_indices(total, num_frames)
@@ -263,7 +352,7 @@ def load_frames(path: str | Path, *, num_frames: int = 8, size: int | tuple[int,
         raise MediaError(path, f"video truncated: decoded {len(got)} of {len(set(wanted))} sampled frames")
     # Containers without a frame index can overstate the count by a frame or two: reuse the last one.
     last = got[max(got)]
-    return np.stack([got.get(i, last) for i in wanted]).astype(np.uint8)
+    return FrameWindow(np.stack([got.get(i, last) for i in wanted]).astype(np.uint8), truncation)
 
 
 # ---------------------------------------------------------------- ablations
@@ -297,5 +386,6 @@ def ablate_video(frames: np.ndarray, mode: str, other_frames: np.ndarray | None 
     raise ValueError(f"unknown video ablation {mode!r}: expected none | black | random")
 
 
-__all__ = ["MediaError", "MediaInfo", "probe", "load_audio", "load_frames", "uniform_indices",
-           "black_video", "random_video", "ablate_video"]
+__all__ = ["MediaError", "MediaInfo", "Truncation", "AudioWindow", "FrameWindow", "probe", "load_audio",
+           "load_audio_window", "load_frames", "load_frames_window", "truncation_of", "window_truncation",
+           "uniform_indices", "black_video", "random_video", "ablate_video"]

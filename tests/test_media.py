@@ -13,13 +13,18 @@ import soundfile as sf
 
 from avcot.media import (
     MediaError,
+    Truncation,
     ablate_video,
     black_video,
     load_audio,
+    load_audio_window,
     load_frames,
+    load_frames_window,
     probe,
     random_video,
+    truncation_of,
     uniform_indices,
+    window_truncation,
 )
 
 SYNTH = Path(__file__).parent / "data" / "synth"
@@ -265,3 +270,41 @@ def test_probe_opens_an_unchanged_file_once_and_a_changed_one_again(tmp_path):
     copy.unlink()
     with pytest.raises(MediaError, match="file not found"):
         probe(copy)
+
+
+# ---------------------------------------------------------------- truncation notes
+
+
+def test_audio_longer_than_window_carries_a_truncation_note(tmp_path):
+    path = tmp_path / "three_s.wav"
+    sf.write(path, np.full(3 * 16000, 0.1, np.float32), 16000)
+    cut = load_audio_window(path, max_seconds=1.0)
+    assert len(cut.samples) == 16000 and cut.sample_rate == 16000
+    note = cut.truncation
+    assert note == Truncation(str(path), "audio", pytest.approx(3.0), 1.0, 0.0)
+    assert note.dropped_s == pytest.approx(2.0)
+    assert "three_s.wav" in note.message and "3.0 s long" in note.message and "1.0 s" in note.message
+    assert load_audio_window(path, offset_s=1.5, max_seconds=1.0).truncation.dropped_s == pytest.approx(0.5)
+    # the whole file, or a window that reaches its end, cuts nothing
+    assert load_audio_window(path).truncation is None
+    assert load_audio_window(path, max_seconds=3.0).truncation is None
+    assert load_audio_window(path, offset_s=2.0, max_seconds=1.0).truncation is None
+    assert truncation_of(path, "audio", 1.0) == note  # same verdict from the header alone
+    assert truncation_of(path, "audio", 30.0) is None
+
+
+def test_window_truncation_slack():
+    assert window_truncation("a.wav", "audio", 30.05, 30.0) is None  # container rounding, nothing audible lost
+    assert window_truncation("a.wav", "audio", 30.2, 30.0).dropped_s == pytest.approx(0.2)
+    assert window_truncation("a.wav", "audio", 720.0, None) is None
+
+
+def test_long_file_truncation_notes(long_mp4):
+    audio = load_audio_window(long_mp4, max_seconds=5)
+    assert audio.truncation.stream == "audio" and audio.truncation.source_s == pytest.approx(60, abs=0.2)
+    video = load_frames_window(long_mp4, num_frames=4, max_seconds=10)
+    assert video.frames.shape == (4, 112, 112, 3)
+    assert (video.truncation.stream, video.truncation.used_s) == ("video", 10.0)
+    assert video.truncation.source_s == pytest.approx(60, abs=0.2)
+    assert load_frames_window(long_mp4, num_frames=4).truncation is None
+    assert truncation_of(long_mp4, "video", 10).source_s == pytest.approx(60, abs=0.2)
