@@ -3,89 +3,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import io
-import json
 import logging
+import random
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import soundfile as sf
+from openai_stub import ENV, KEY, FakeServer, free_port
 
-from avcot.pipeline.backends import AudioPart, BackendError, ImagePart, Message, TextPart, png_bytes, wav_bytes
+from avcot.pipeline.backends import (
+    AudioPart, BackendError, ImagePart, Message, TextPart, TransientError, png_bytes, wav_bytes,
+)
 from avcot.pipeline.chat_roles import ChatJudge, ChatMerger, ChatTraceWriter, ChatVisualTeacher, parse_verdict
 from avcot.pipeline.config import RoleFactory, config_from_dict
-from avcot.pipeline.openai_compat import EndpointConfig, OpenAIChat, RateLimiter, request_body
+from avcot.pipeline.openai_compat import (
+    EndpointConfig, OpenAIChat, RateLimiter, backoff_delay, is_transient_status, request_body, retry_after_seconds,
+)
 from avcot.pipeline.roles import AnnotationRequest, HomophoneCandidates, OcrText, TeacherReply
 from avcot.records import McqItem
-
-KEY = "sk-test-SECRET-4242"
-ENV = "AVCOT_TEST_KEY"
-
-
-class FakeServer:
-    """Chat-completions on 127.0.0.1: canned replies, auth check, scripted failures, request log."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.failures: list[int] = []
-        self.replies: list[str] = []
-        self.default_reply = "ok"
-        self.stamps: list[float] = []
-        self.echo_error = False
-        self.delay = 0.0
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep pytest output clean
-                pass
-
-            def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_POST(self) -> None:
-                server.stamps.append(time.monotonic())
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                        "body": body})
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": "not found"})
-                if self.headers.get("Authorization") != f"Bearer {KEY}":
-                    return self._send(401, {"error": "bad key"})
-                if server.echo_error:
-                    return self._send(400, {"error": f"bad request from {self.headers['Authorization']}"})
-                if server.failures:
-                    code = server.failures.pop(0)
-                    return self._send(code, {"error": f"scripted {code}"}, {"Retry-After": "0"})
-                with server.lock:
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                time.sleep(server.delay)
-                with server.lock:
-                    server.in_flight -= 1
-                reply = server.replies.pop(0) if server.replies else server.default_reply
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture()
 def server():
@@ -142,20 +80,39 @@ def test_retries_429_and_500_then_succeeds(server, client):
 def test_gives_up_after_max_retries_and_key_never_leaks(server, client, caplog):
     server.failures = [500] * 10
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(TransientError) as err:
         client.chat([Message("user", (TextPart("x"),))])
     assert len(server.requests) == 4  # 1 + max_retries
     assert "HTTP 500" in str(err.value) and "4 attempt" in str(err.value)
+    assert err.value.kind == "HTTP 500" and err.value.endpoint == server.url + "/chat/completions"
     assert KEY not in str(err.value) and KEY not in repr(err.value)
     assert KEY not in caplog.text
     assert KEY not in repr(client) and KEY not in client.identity
 
 
-def test_client_error_is_not_retried(server, client):
-    server.failures = [400]
-    with pytest.raises(BackendError, match="HTTP 400"):
+@pytest.mark.parametrize("status", [400, 409, 422])
+def test_client_error_is_permanent_and_not_retried(server, client, status):
+    server.failures = [status]
+    with pytest.raises(BackendError, match=f"HTTP {status}") as err:
         client.chat([Message("user", (TextPart("x"),))])
+    assert not isinstance(err.value, TransientError)  # the runner caches it as a reject
     assert len(server.requests) == 1
+
+
+def test_which_statuses_are_transient():
+    assert [s for s in (200, 400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503, 504, 599)
+            if is_transient_status(s)] == [408, 429, 500, 502, 503, 504, 599]
+
+
+def test_timeout_is_transient(server, monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    server.delay = 0.5  # the reply comes after the client stopped waiting
+    c = OpenAIChat(EndpointConfig(base_url=server.url, model="m", api_key_env=ENV, max_retries=1, timeout_s=0.1),
+                   sleep=lambda s: None)
+    with pytest.raises(TransientError, match="ReadTimeout.*2 attempt") as err:
+        c.chat([Message("user", (TextPart("x"),))])
+    assert err.value.kind == "timeout" and len(server.requests) == 2
+    c.close()
 
 
 def test_error_body_echoing_the_key_is_scrubbed(server, client):
@@ -174,15 +131,83 @@ def test_missing_env_var_names_the_variable_only(monkeypatch, server):
 
 def test_connection_refused_is_retried_then_reported(monkeypatch):
     monkeypatch.setenv(ENV, KEY)
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    c = OpenAIChat(EndpointConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=ENV,
+    c = OpenAIChat(EndpointConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", api_key_env=ENV,
                                   max_retries=2, backoff_s=0.01, timeout_s=1))
-    with pytest.raises(BackendError, match="ConnectError.*3 attempt"):
+    with pytest.raises(TransientError, match="ConnectError.*3 attempt") as err:
         c.chat([Message("user", (TextPart("x"),))])
+    assert err.value.kind == "connection failed"
+
+
+def _jitter_client(server, seed: int, delays: list[float]) -> OpenAIChat:
+    return OpenAIChat(EndpointConfig(base_url=server.url, model="m", api_key_env=ENV, max_retries=3,
+                                     backoff_s=1.0, max_backoff_s=60.0, jitter=0.5),
+                      rng=random.Random(seed), sleep=delays.append)
+
+
+def test_retry_delays_are_exponential_with_random_jitter(server, monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    server.retry_after = ""  # no Retry-After: the client's own backoff decides
+    delays: dict[int, list[float]] = {0: [], 1: []}
+    for seed in delays:
+        server.failures = [503, 500, 429]
+        assert _jitter_client(server, seed, delays[seed]).chat([Message("user", (TextPart("x"),))]) == "ok"
+    draws = random.Random(0)  # the same stream the client drew from: 1s, 2s, 4s, each minus up to half
+    assert delays[0] == pytest.approx([2**i * (1 - 0.5 * draws.random()) for i in range(3)])
+    for seed, got in delays.items():
+        assert len(got) == 3 and all(0.5 * 2**i <= d <= 2**i for i, d in enumerate(got)), (seed, got)
+    assert delays[0] != delays[1]  # two clients that failed together do not retry together
+
+
+def test_async_retries_use_the_injected_sleep_and_jitter(server, monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    server.retry_after, server.failures = "", [500, 500]
+    waited: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    c = OpenAIChat(EndpointConfig(base_url=server.url, model="m", api_key_env=ENV, backoff_s=2.0, jitter=1.0),
+                   rng=random.Random(3), asleep=fake_sleep)
+    assert asyncio.run(c.achat([Message("user", (TextPart("x"),))])) == "ok"
+    draws = random.Random(3)
+    assert waited == pytest.approx([2.0 * (1 - draws.random()), 4.0 * (1 - draws.random())])
+
+
+def test_retry_after_is_a_capped_floor():
+    cfg = EndpointConfig(base_url="http://x/v1", model="m", backoff_s=0.5, max_backoff_s=10.0, jitter=0.5)
+    assert backoff_delay(0, cfg, u=0.0) == 0.5 and backoff_delay(2, cfg, u=1.0) == 2.0 * 0.5
+    assert backoff_delay(10, cfg, u=0.0) == 10.0  # capped
+    assert backoff_delay(0, cfg, u=0.0, retry_after=7.0) == 7.0  # never earlier than the server asked
+    assert 7.0 <= backoff_delay(0, cfg, u=0.9, retry_after=7.0) <= 7.0 + 0.25
+    assert backoff_delay(0, cfg, u=0.5, retry_after=3600.0) == 10.0  # ...but capped
+    assert retry_after_seconds("12") == 12.0 and retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None and retry_after_seconds("-3") == 0.0
+    when = email.utils.formatdate(1_700_000_030, usegmt=True)  # HTTP-date form
+    assert retry_after_seconds(when, now=1_700_000_000) == pytest.approx(30.0)
+
+
+def test_server_retry_after_header_is_honoured(server, monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    server.failures, server.retry_after = [429], "7"
+    delays: list[float] = []
+    c = OpenAIChat(EndpointConfig(base_url=server.url, model="m", api_key_env=ENV, backoff_s=0.01),
+                   rng=random.Random(0), sleep=delays.append)
+    assert c.chat([Message("user", (TextPart("x"),))]) == "ok"
+    assert len(delays) == 1 and 7.0 <= delays[0] <= 7.0 + 0.01
+
+
+def test_speed_settings_stay_out_of_the_role_identity():
+    def identity(**chat) -> str:
+        base = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": ENV}
+        cfg = config_from_dict({"chats": {"strong": {**base, **chat}},
+                                "roles": {"judge": {"kind": "chat", "chat": "strong"}}})
+        return cfg.role_identity("judge")
+
+    plain = identity()
+    assert plain == identity(timeout_s=3, max_retries=9, backoff_s=0.1, max_backoff_s=2, jitter=0.1,
+                             requests_per_second=50, max_concurrency=1)
+    assert plain != identity(model="other") and plain != identity(temperature=0.7)
+    assert plain != identity(max_tokens=5) and plain != identity(base_url="http://127.0.0.1:10/v1")
 
 
 def test_async_chat_retries_too(server, client):

@@ -30,6 +30,28 @@ class BackendError(RuntimeError):
     """A backend could not be built or failed to answer; the message names what and where."""
 
 
+class TransientError(BackendError):
+    """A call failed for a reason that may go away by itself (server down, timeout, 429, 5xx).
+
+    Raised once the backend's own retries are used up. The runner does not store such a row's
+    outcome: the row stays pending and the next run retries it. Every other exception a stage
+    raises is a permanent reject and is stored.
+    """
+
+    def __init__(self, message: str, *, kind: str, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind  # short reason for grouping: 'connection failed', 'timeout', 'HTTP 503', ...
+        self.endpoint = endpoint  # where the call went (no credentials); '' for a local backend
+
+    def __reduce__(self):
+        # keyword-only fields must survive pickling (Ray ships exceptions between processes)
+        return (_transient, (str(self), self.kind, self.endpoint))
+
+
+def _transient(message: str, kind: str, endpoint: str) -> TransientError:
+    return TransientError(message, kind=kind, endpoint=endpoint)
+
+
 @dataclass(frozen=True)
 class TextPart:
     """Plain text content."""

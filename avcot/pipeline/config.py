@@ -6,7 +6,9 @@ rapidocr), so ``python -m avcot.pipeline cavsr`` runs with no network.
 
 Identities that enter the resume hash are computed from the *spec* (kind + options), so a rerun
 can decide what is already done without building any backend; secrets never enter a spec (the
-API key is read from the environment variable the spec names).
+API key is read from the environment variable the spec names), and neither do an endpoint's speed
+and retry settings (timeouts, retries, backoff, rate limit, concurrency), so tuning them keeps
+every stored answer. The run's own ``concurrency``/``shard_size``/``executor`` never enter it.
 """
 from __future__ import annotations
 
@@ -114,10 +116,19 @@ class PipelineConfig:
         ident = {"kind": spec.kind, "options": dict(spec.options)}
         if spec.chat is not None:
             chat = self.chats[spec.chat]
-            ident["chat"] = {"kind": chat.kind, "options": dict(chat.options)}
+            ident["chat"] = {"kind": chat.kind, "options": chat_answer_options(chat)}
         if (name, spec.kind) in DELEGATES:
             ident["uses"] = self.role_identity(DELEGATES[(name, spec.kind)])
         return f"{name}:{canonical_json(ident)}"
+
+
+def chat_answer_options(chat: ChatSpec) -> dict[str, Any]:
+    """A chat spec's options without its speed and retry settings (those never change a reply)."""
+    if chat.kind == "openai":
+        from avcot.pipeline.openai_compat import answer_options
+
+        return answer_options(chat.options)
+    return dict(chat.options)
 
 
 def default_role(name: str) -> RoleSpec:

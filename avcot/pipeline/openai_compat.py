@@ -1,10 +1,13 @@
 """OpenAI-compatible chat-completions client (vLLM ``serve``, OpenAI, other compatible servers).
 
 One ``POST {base_url}/chat/completions`` per call. Content parts: ``text``, ``image_url`` with a
-``data:image/png;base64,...`` URI, and ``input_audio`` (base64 WAV). Retries with exponential
-backoff on HTTP 429 / 5xx, timeouts and connection errors (``Retry-After`` is honoured, capped);
-a rate limit (minimum spacing between requests) and a concurrency cap are shared by every caller
-of one client, sync (threads) and async (``achat``) alike.
+``data:image/png;base64,...`` URI, and ``input_audio`` (base64 WAV). Transient failures (timeouts,
+connection errors, HTTP 408 / 429 / 5xx) are retried with exponential backoff and random jitter
+(``Retry-After`` is honoured, capped); when the retries are used up the call raises
+``TransientError``, which the runner does not cache. Any other HTTP status, or a 200 whose body is
+not a chat-completions reply, raises a plain ``BackendError``: a permanent answer about this
+request. A rate limit (minimum spacing between requests) and a concurrency cap are shared by every
+caller of one client, sync (threads) and async (``achat``) alike.
 
 The API key is read from the environment variable named in the config. It is sent only in the
 ``Authorization`` header: it is never logged, never part of ``repr``/``identity``, and any error
@@ -14,19 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import email.utils
 import os
+import random
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from avcot.pipeline.backends import AudioPart, BackendError, ImagePart, Message, TextPart
+from avcot.pipeline.backends import AudioPart, BackendError, ImagePart, Message, TextPart, TransientError
 
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+# How fast and how stubbornly to call, never what is asked: kept out of the resume hash, so tuning
+# them never discards stored answers.
+SPEED_FIELDS = frozenset({"timeout_s", "max_retries", "backoff_s", "max_backoff_s", "jitter",
+                          "requests_per_second", "max_concurrency"})
+
+
+def is_transient_status(status: int) -> bool:
+    """HTTP statuses worth retrying: request timeout, rate limited, server-side errors."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def answer_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The endpoint options that can change a reply (what enters the resume hash)."""
+    return {k: v for k, v in options.items() if k not in SPEED_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -42,11 +61,13 @@ class EndpointConfig:
     timeout_s: float = 120.0
     """Per-request timeout (connect + read)."""
     max_retries: int = 5
-    """Retries after the first attempt on 429 / 5xx / timeouts / connection errors."""
+    """Retries after the first attempt on 408 / 429 / 5xx / timeouts / connection errors."""
     backoff_s: float = 1.0
     """First retry delay; doubles on each retry."""
     max_backoff_s: float = 60.0
     """Upper bound for one retry delay (also caps Retry-After)."""
+    jitter: float = 0.5
+    """Random share of each retry delay: it is drawn uniformly from [(1 - jitter) * d, d]."""
     requests_per_second: float = 0.0
     """Rate limit shared by all callers of this client; 0 disables it."""
     max_concurrency: int = 8
@@ -55,6 +76,12 @@ class EndpointConfig:
     max_tokens: int = 1024
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False)
     """Extra request fields (e.g. {"top_p": 0.9}); must not contain secrets."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter must be in [0, 1], got {self.jitter}")
+        if self.max_retries < 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("max_retries, backoff_s and max_backoff_s must be >= 0")
 
 
 class RateLimiter:
@@ -123,10 +150,66 @@ def reply_text(data: Any) -> str:
     return content
 
 
-class OpenAIChat:
-    """ChatBackend over an OpenAI-compatible HTTP endpoint (sync ``chat`` and async ``achat``)."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date); None if absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # '-0000' parses naive; HTTP dates are UTC
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
-    def __init__(self, cfg: EndpointConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+
+def backoff_delay(attempt: int, cfg: EndpointConfig, u: float, retry_after: float | None = None) -> float:
+    """Delay before retry `attempt` (0-based), given a uniform draw `u` in [0, 1).
+
+    Exponential (``backoff_s * 2**attempt``, capped at ``max_backoff_s``) with the random share
+    ``jitter`` taken off, so clients that failed together do not retry together. A server's
+    Retry-After is a floor: the delay is Retry-After plus the same random spread, still capped.
+    """
+    base = min(cfg.backoff_s * 2.0 ** min(attempt, 60), cfg.max_backoff_s)
+    delay = base * (1.0 - cfg.jitter * u)
+    if retry_after is not None:
+        delay = retry_after + base * cfg.jitter * u
+    return min(delay, cfg.max_backoff_s)
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """Why one attempt did not return a reply (transient kinds only)."""
+
+    kind: str
+    """Grouping label: 'connection failed', 'timeout', 'connection error' or 'HTTP <status>'."""
+    detail: str
+    response: httpx.Response | None = None
+
+
+def failed_attempt(exc: Exception) -> FailedAttempt:
+    """Classify a transport exception (always transient: the server may be back later)."""
+    kind = ("timeout" if isinstance(exc, httpx.TimeoutException)
+            else "connection failed" if isinstance(exc, httpx.ConnectError) else "connection error")
+    return FailedAttempt(kind, f"{type(exc).__name__}: {exc}")
+
+
+class OpenAIChat:
+    """ChatBackend over an OpenAI-compatible HTTP endpoint (sync ``chat`` and async ``achat``).
+
+    ``rng``, ``sleep`` and ``asleep`` exist so tests can fix the jitter and record the delays
+    instead of waiting them out.
+    """
+
+    def __init__(self, cfg: EndpointConfig, *, transport: httpx.BaseTransport | None = None,
+                 rng: random.Random | None = None, sleep: Callable[[float], None] = time.sleep,
+                 asleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        if not cfg.base_url.startswith(("http://", "https://")):
+            raise BackendError(f"base_url must start with http:// or https://, got {cfg.base_url!r}")
         self.cfg = cfg
         self.identity = f"openai:{cfg.model}@{cfg.base_url.rstrip('/')}"
         self._key = self._read_key(cfg.api_key_env)
@@ -136,6 +219,7 @@ class OpenAIChat:
         # asyncio semaphores belong to one event loop: one per loop that calls achat
         self._aslots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._client = httpx.Client(timeout=cfg.timeout_s, transport=transport)
+        self._rng, self._sleep, self._asleep = rng or random.Random(), sleep, asleep
 
     @staticmethod
     def _read_key(env_name: str | None) -> str | None:
@@ -167,74 +251,73 @@ class OpenAIChat:
         """Remove the key from any text that may end up in an exception or a log."""
         return text.replace(self._key, "***") if self._key else text
 
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        """Backoff before retry `attempt` (0-based); Retry-After wins when the server sends it."""
-        delay = self.cfg.backoff_s * (2**attempt)
-        if response is not None:
-            try:
-                delay = max(delay, float(response.headers.get("retry-after", "")))
-            except ValueError:
-                pass  # HTTP-date or missing: keep the exponential delay
-        return min(delay, self.cfg.max_backoff_s)
+    def _delay(self, attempt: int, failure: FailedAttempt) -> float:
+        """Jittered backoff before retry `attempt` (0-based); Retry-After is a floor."""
+        header = failure.response.headers.get("retry-after") if failure.response is not None else None
+        return backoff_delay(attempt, self.cfg, self._rng.random(), retry_after_seconds(header))
 
-    def _fail(self, what: str, attempts: int) -> BackendError:
-        return BackendError(self._scrub(f"{self._url}: {what} (after {attempts} attempt(s))"))
-
-    def _classify(self, resp: httpx.Response) -> tuple[str | None, bool]:
-        """(reply or None, retryable) for one HTTP response."""
+    def _reply(self, resp: httpx.Response, attempts: int) -> str | FailedAttempt:
+        """The reply text, or why a retry may help; a permanent failure raises BackendError."""
         if resp.status_code == 200:
             try:
-                return reply_text(resp.json()), False
+                return reply_text(resp.json())
             except ValueError as exc:
                 raise BackendError(self._scrub(f"{self._url}: response is not JSON: {exc}")) from None
-        return None, resp.status_code in RETRY_STATUS
+        detail = f"HTTP {resp.status_code}: {resp.text[:300]}"
+        if is_transient_status(resp.status_code):
+            return FailedAttempt(f"HTTP {resp.status_code}", detail, resp)
+        raise BackendError(self._scrub(f"{self._url}: {detail} (after {attempts} attempt(s))"))
+
+    def _gave_up(self, failure: FailedAttempt) -> TransientError:
+        attempts = self.cfg.max_retries + 1
+        return TransientError(self._scrub(f"{self._url}: {failure.detail} (after {attempts} attempt(s))"),
+                              kind=failure.kind, endpoint=self._scrub(self._url))
 
     def chat(self, messages: Sequence[Message]) -> str:
-        """Send one request, retrying transient failures; returns the reply text."""
+        """Send one request, retrying transient failures; returns the reply text.
+
+        Raises TransientError when every attempt failed transiently, BackendError otherwise.
+        """
         body = request_body(self.cfg, messages)
-        last = "no attempt"
+        failure = FailedAttempt("no attempt", "no attempt")
         for attempt in range(self.cfg.max_retries + 1):
-            resp = None
+            if attempt:
+                self._sleep(self._delay(attempt - 1, failure))
             self._limiter.acquire()
             try:
                 with self._slots:
                     resp = self._client.post(self._url, json=body, headers=self._headers())
-                reply, retry = self._classify(resp)
-                if reply is not None:
-                    return reply
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                if not retry:
-                    raise self._fail(last, attempt + 1)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if attempt < self.cfg.max_retries:
-                time.sleep(self._delay(attempt, resp))
-        raise self._fail(last, self.cfg.max_retries + 1)
+            except httpx.TransportError as exc:  # timeouts included
+                failure = failed_attempt(exc)
+                continue
+            result = self._reply(resp, attempt + 1)
+            if isinstance(result, str):
+                return result
+            failure = result
+        raise self._gave_up(failure)
 
     async def achat(self, messages: Sequence[Message], client: httpx.AsyncClient | None = None) -> str:
-        """Async ``chat``: same retries, rate limit and error scrubbing, on an AsyncClient."""
+        """Async ``chat``: same retries, jitter, rate limit, error types and scrubbing, on an AsyncClient."""
         own = client is None
         client = client or httpx.AsyncClient(timeout=self.cfg.timeout_s)
         body = request_body(self.cfg, messages)
-        last = "no attempt"
+        failure = FailedAttempt("no attempt", "no attempt")
         try:
             for attempt in range(self.cfg.max_retries + 1):
-                resp = None
+                if attempt:
+                    await self._asleep(self._delay(attempt - 1, failure))
                 await self._limiter.aacquire()
                 try:
                     async with self._async_slots():
                         resp = await client.post(self._url, json=body, headers=self._headers())
-                    reply, retry = self._classify(resp)
-                    if reply is not None:
-                        return reply
-                    last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                    if not retry:
-                        raise self._fail(last, attempt + 1)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                if attempt < self.cfg.max_retries:
-                    await asyncio.sleep(self._delay(attempt, resp))
-            raise self._fail(last, self.cfg.max_retries + 1)
+                except httpx.TransportError as exc:
+                    failure = failed_attempt(exc)
+                    continue
+                result = self._reply(resp, attempt + 1)
+                if isinstance(result, str):
+                    return result
+                failure = result
+            raise self._gave_up(failure)
         finally:
             if own:
                 await client.aclose()
