@@ -61,7 +61,9 @@ def test_run_stage_records_every_row_and_resumes(tmp_path):
     rows = [dataclasses.replace(_row(), id=i, order=n) for n, i in enumerate(["a", "b", "boom", "d", "e"])]
     stage = Stage("toy", _flaky, None, CavsrSettings(), CavsrRow)
     config = PipelineConfig(shard_size=2, concurrency=2, progress=False)
-    outs = run_stage(stage, rows, tmp_path, config, RoleFactory(config))
+    first = run_stage(stage, rows, tmp_path, config, RoleFactory(config))
+    outs = first.outcomes
+    assert first.attempted == 5
     assert [(o.row_id, o.status) for o in outs] == [("a", "kept"), ("b", "filtered"), ("boom", "rejected"),
                                                     ("d", "filtered"), ("e", "kept")]
     assert outs[2].reason == "RuntimeError: backend exploded" and outs[1].reason == "odd"
@@ -69,7 +71,7 @@ def test_run_stage_records_every_row_and_resumes(tmp_path):
     assert len(list((tmp_path / "stages" / "toy").glob("shard-*.parquet"))) == 3  # 5 rows / shard_size 2
     again = run_stage(stage, rows + [dataclasses.replace(_row(), id="f", order=5)], tmp_path, config,
                       RoleFactory(config))
-    assert len(again) == 6 and again[:5] == outs
+    assert len(again.outcomes) == 6 and again.outcomes[:5] == outs and again.attempted == 1
     assert len(list((tmp_path / "stages" / "toy").glob("shard-*.parquet"))) == 4  # only row f was new
 
 
@@ -91,8 +93,9 @@ def test_apply_stage_rejects_bad_return_type():
 def test_count_asserts_accounting():
     per_stage = {"a": [_outcome("1", 0), _outcome("2", 1, "filtered")], "b": [_outcome("1", 0, "rejected")]}
     c = count(3, [Reject("x", "load", "bad")], per_stage, kept=0)
-    assert (c.kept, c.filtered, c.rejected) == (0, 1, 2)
-    assert c.stages["a"] == {"in": 2, "kept": 1, "filtered": 1, "rejected": 0}
+    assert (c.kept, c.filtered, c.rejected, c.failed) == (0, 1, 2, 0)
+    assert c.stages["a"] == {"in": 2, "kept": 1, "filtered": 1, "rejected": 0, "failed": 0}
+    assert c.summary() == ""
     with pytest.raises(AssertionError, match="row accounting"):
         count(4, [], per_stage, kept=0)
 
@@ -208,3 +211,46 @@ def test_export_schema_is_stable_for_empty_runs(tmp_path):
     assert pl.read_parquet(tmp_path / "sft.parquet").columns == ["id", "video", "audio", "text", "pinyin",
                                                                   "cue", "trace"]
     assert (tmp_path / "sft.jsonl").read_text() == ""
+
+
+def _failed(key: str, order: int, kind: str = "HTTP 503 at http://h/v1/chat/completions") -> Outcome:
+    return dataclasses.replace(_outcome(key, order), status="failed", reason="TransientError: x", failure=kind)
+
+
+def test_failed_rows_are_counted_pending_and_never_stored(tmp_path):
+    per_stage = {"asr": [_outcome("1", 0), _outcome("2", 1), _outcome("3", 2)],
+                 "judge": [_outcome("1", 0), _failed("2", 1), _failed("3", 2, "timeout at http://h")]}
+    partial = count(3, [], per_stage, kept=1, attempted={"asr": 0, "judge": 3})
+    assert (partial.kept, partial.failed, partial.stalled) == (1, 2, ())  # one row got an answer
+    assert partial.failures == {"judge: HTTP 503 at http://h/v1/chat/completions": 1, "judge: timeout at http://h": 1}
+    assert partial.stages["judge"]["failed"] == 2 and "failed=2" in partial.line()
+    assert "2 of 3 row(s)" in partial.summary() and "rerun" in partial.summary()
+    assert "counts as failed" not in partial.summary()
+    # a rerun that only retried the two pending rows and got no answer for either: stalled
+    stalled = count(3, [], per_stage, kept=1, attempted={"asr": 0, "judge": 2})
+    assert stalled.stalled == ("judge",) and "judge got no answer" in stalled.summary()
+    with pytest.raises(ValueError, match="must not be stored"):
+        StageStore(tmp_path, "judge").write_shard([_outcome("1", 0), _failed("2", 1)])
+    assert StageStore(tmp_path, "judge").load() == {}
+
+
+def test_transient_failure_follows_the_cause_chain():
+    from avcot.pipeline.backends import TransientError
+    from avcot.pipeline.runner import transient_failure
+
+    err = TransientError("down", kind="connection failed", endpoint="http://h/v1/chat/completions")
+    assert transient_failure(err) == "connection failed at http://h/v1/chat/completions"
+    try:
+        try:
+            raise err
+        except TransientError as inner:
+            raise ValueError("wrapped") from inner
+    except ValueError as outer:
+        assert transient_failure(outer) == "connection failed at http://h/v1/chat/completions"
+    assert transient_failure(TimeoutError()) == "timeout"
+    assert transient_failure(ValueError("judge reply has neither KEEP nor DISCARD")) is None
+    assert transient_failure(BackendError("HTTP 400")) is None
+    import pickle
+
+    back = pickle.loads(pickle.dumps(err))  # Ray ships exceptions between processes
+    assert (back.kind, back.endpoint, str(back)) == (err.kind, err.endpoint, "down")

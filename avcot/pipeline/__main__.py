@@ -23,8 +23,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+EXIT_STALLED = 3
+"""Exit status when a stage got no answer for any row it tried (endpoint down, every call timed out)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one pipeline; prints the counts line and returns 0 (errors exit non-zero with a message)."""
+    """Run one pipeline; prints the counts line (and a summary of pending rows).
+
+    Returns 0, or EXIT_STALLED when some stage had every row it tried fail for a transient reason;
+    other errors exit non-zero with a message. Rows that failed transiently are never stored, so
+    rerunning the same command retries exactly them.
+    """
     args = parse_args(argv)
     config = load_config(args.config)
     overrides = {k: v for k, v in (("executor", args.executor), ("shard_size", args.shard_size),
@@ -41,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[{args.command}] {counts.line()} -> {args.out}")
     for name, tally in counts.stages.items():
         print(f"  {name:>15}: in={tally['in']} kept={tally['kept']} filtered={tally['filtered']} "
-              f"rejected={tally['rejected']}")
-    return 0
+              f"rejected={tally['rejected']} failed={tally['failed']}")
+    if counts.failed:
+        print(f"[{args.command}] {counts.summary()} Details: {args.out / 'failed.jsonl'}", file=sys.stderr)
+    return EXIT_STALLED if counts.stalled else 0
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def difficulty_table(outcomes: Sequence[Outcome]) -> list[dict]:
 
     rows = []
     for o in outcomes:
-        if o.status == "rejected":
+        if o.status in ("rejected", "failed"):
             continue
         r = AvrtRow.from_dict(json.loads(o.payload))
         label = r.difficulty or difficulty(r.visual_answer == r.answer, r.audio_answer == r.answer)
@@ -131,9 +131,9 @@ def run_avrt(input_path: str | Path, out: str | Path, config: PipelineConfig, li
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, load_rejects, rows_in = load_rows(input_path, "avrt", limit)
-    per_stage, final = run_stages(avrt_stages(config.avrt), rows, out, config, RoleFactory(config))
-    export_avrt(final, out)
-    write_manifest(difficulty_table(per_stage["select"]), out, DIFFICULTY_SCHEMA, stem="difficulty")
-    counts = count(rows_in, load_rejects, per_stage, len(final))
-    write_reports(out, counts, [*load_rejects, *stage_rejects(per_stage)], per_stage)
+    run = run_stages(avrt_stages(config.avrt), rows, out, config, RoleFactory(config))
+    export_avrt(run.final, out)
+    write_manifest(difficulty_table(run.per_stage["select"]), out, DIFFICULTY_SCHEMA, stem="difficulty")
+    counts = count(rows_in, load_rejects, run.per_stage, len(run.final), run.attempted)
+    write_reports(out, counts, [*load_rejects, *stage_rejects(run.per_stage)], run.per_stage)
     return counts

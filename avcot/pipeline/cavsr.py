@@ -1,9 +1,10 @@
 """CAVSR data pipeline: dual ASR -> CER filter -> ambiguity judge -> OCR -> caption -> AV-CoT -> export.
 
 Each stage is a pure function ``(row, backend, settings) -> Kept | Dropped``; media errors and
-backend failures raise and end up in the rejects table. Departures from the paper: OCR reads
-only ``ocr_frames`` uniformly sampled frames per clip (CPU cost), and the subtitle/background
-split is ``filters.classify_ocr``'s heuristic rather than a model.
+backend failures raise and end up in the rejects table, except transient ones (server down,
+timeouts, 429/5xx), which leave the row pending for the next run (``failed.jsonl``).
+Departures from the paper: OCR reads only ``ocr_frames`` uniformly sampled frames per clip (CPU
+cost), and the subtitle/background split is ``filters.classify_ocr``'s heuristic rather than a model.
 
 Export (``<out>/sft.jsonl`` and ``sft.parquet``): the ``Clip`` fields id, video, audio, text,
 pinyin, cue, trace, media paths relative to ``<out>``; ``annotations.parquet`` keeps the
@@ -175,8 +176,8 @@ def run_cavsr(input_path: str | Path, out: str | Path, config: PipelineConfig,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, load_rejects, rows_in = load_rows(input_path, "cavsr", limit)
-    per_stage, final = run_stages(cavsr_stages(config.cavsr), rows, out, config, RoleFactory(config))
-    export_cavsr(final, out)
-    counts = count(rows_in, load_rejects, per_stage, len(final))
-    write_reports(out, counts, [*load_rejects, *stage_rejects(per_stage)], per_stage)
+    run = run_stages(cavsr_stages(config.cavsr), rows, out, config, RoleFactory(config))
+    export_cavsr(run.final, out)
+    counts = count(rows_in, load_rejects, run.per_stage, len(run.final), run.attempted)
+    write_reports(out, counts, [*load_rejects, *stage_rejects(run.per_stage)], run.per_stage)
     return counts

@@ -4,7 +4,14 @@ A stage is a pure function ``fn(row, backend, settings) -> Kept | Dropped`` (rai
 row is rejected). The runner hashes every input row, skips rows whose outcome is already stored,
 processes the rest in shard-sized chunks (local: asyncio + worker threads under a semaphore;
 Ray: a Ray Data ``map`` whose results the driver writes as shards), and returns the outcomes of
-all input rows in input order. Rows never disappear: each ends kept, filtered or rejected.
+all input rows in input order. Rows never disappear: each ends kept, filtered, rejected or, for
+this run only, failed.
+
+Rejected is permanent and stored: the stage (or the server, with a 4xx) refused this row, and
+asking again would give the same answer. Failed is transient and never stored: a
+``TransientError`` (server down, timeout, 429 or 5xx after the client's retries), a built-in
+``TimeoutError``/``ConnectionError``, or a backend that could not be built. Such a row stops at
+that stage and the next run retries it.
 """
 from __future__ import annotations
 
@@ -18,8 +25,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from avcot.pipeline.backends import TransientError
 from avcot.pipeline.config import PipelineConfig, RoleFactory
-from avcot.pipeline.store import Outcome, StageStore, canonical_json, row_key
+from avcot.pipeline.store import STORED, Outcome, StageStore, canonical_json, row_key
 
 
 @dataclass(frozen=True)
@@ -74,17 +82,43 @@ def error_source(row: Any, exc: BaseException) -> str:
     return str(path) if path else getattr(row, "source", "")
 
 
+def transient_failure(exc: BaseException) -> str | None:
+    """'<kind> at <endpoint>' when `exc` (or the exception it was raised from) is transient, else None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, TransientError):
+            return f"{cur.kind} at {cur.endpoint}" if cur.endpoint else cur.kind
+        if isinstance(cur, TimeoutError):
+            return "timeout"
+        if isinstance(cur, ConnectionError):
+            return "connection error"
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()[:2000]
+
+
 def apply_stage(stage: Stage, factory: RoleFactory, item: WorkItem) -> Outcome:
-    """Run the stage on one row; any exception becomes a 'rejected' outcome naming the error."""
+    """Run the stage on one row: an exception is a 'rejected' outcome, or 'failed' when transient."""
     row = stage.row_type.from_dict(json.loads(item.payload))
     base = dict(key=item.key, row_id=item.row_id, order=item.order, source=item.source)
     try:
         backend = factory.get(stage.role) if stage.role else None
+    except Exception as exc:  # noqa: BLE001 - a missing key or model is not this row's fault: retry next run
+        return Outcome(**base, status="failed", reason=_describe(exc), payload=item.payload,
+                       failure=f"backend {stage.role} not built ({_describe(exc)[:200]})")
+    try:
         result = stage.fn(row, backend, stage.settings)
     except Exception as exc:  # noqa: BLE001 - batch jobs record failures and carry on
-        reason = f"{type(exc).__name__}: {exc}".strip()
+        kind = transient_failure(exc)
+        if kind is not None:
+            return Outcome(**base, status="failed", reason=_describe(exc), payload=item.payload, failure=kind)
         return Outcome(**{**base, "source": error_source(row, exc) or item.source},
-                       status="rejected", reason=reason[:2000], payload=item.payload)
+                       status="rejected", reason=_describe(exc), payload=item.payload)
     if isinstance(result, Kept):
         return Outcome(**base, status="kept", reason="", payload=row_payload(result.row))
     if isinstance(result, Dropped):
@@ -177,34 +211,59 @@ def _python_path() -> list[str]:
     return [root, *([extra] if extra else [])]
 
 
+@dataclass(frozen=True)
+class StageRun:
+    """One stage over its input rows."""
+
+    outcomes: list[Outcome]
+    """Every input row's outcome (stored ones reused, failed ones from this run), in input order."""
+    attempted: int
+    """Rows this run computed (the rest came from the store)."""
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """The chained stages of one run."""
+
+    per_stage: dict[str, list[Outcome]]
+    final: list[Any]
+    """Rows every stage kept."""
+    attempted: dict[str, int]
+    """Rows computed this run, per stage."""
+
+
 def run_stage(stage: Stage, rows: Sequence[Any], out_dir: str | os.PathLike[str], config: PipelineConfig,
-              factory: RoleFactory) -> list[Outcome]:
-    """Outcomes of every row for this stage (stored ones reused), in input order."""
+              factory: RoleFactory) -> StageRun:
+    """Outcomes of every row for this stage; only permanent ones are stored (failed rows stay pending)."""
     store = StageStore(out_dir, stage.name)
     identity = config.role_identity(stage.role) if stage.role else "none"
     items = work_items(stage, rows, identity)
     done = store.load()
     pending = [i for i in items if i.key not in done]
+    failed: dict[str, Outcome] = {}
     bar = tqdm(total=len(items), initial=len(items) - len(pending), desc=stage.name, unit="row",
                disable=not config.progress, leave=True)
     run = _ray if config.executor == "ray" else _local
     try:
         for outcomes in run(stage, factory, pending, config):
-            store.write_shard(outcomes)
-            done.update((o.key, o) for o in outcomes)
+            store.write_shard([o for o in outcomes if o.status in STORED])
+            done.update((o.key, o) for o in outcomes if o.status in STORED)
+            failed.update((o.key, o) for o in outcomes if o.status not in STORED)
             bar.update(len(outcomes))
     finally:
         bar.close()
-    return sorted((done[i.key] for i in items), key=lambda o: o.order)
+    outcomes = sorted((done.get(i.key) or failed[i.key] for i in items), key=lambda o: o.order)
+    return StageRun(outcomes, len(pending))
 
 
 def run_stages(stages: Sequence[Stage], rows: Sequence[Any], out_dir: str | os.PathLike[str],
-               config: PipelineConfig, factory: RoleFactory) -> tuple[dict[str, list[Outcome]], list[Any]]:
-    """Chain stages: each gets the rows the previous one kept. Returns (outcomes per stage, final rows)."""
+               config: PipelineConfig, factory: RoleFactory) -> PipelineRun:
+    """Chain stages: each gets the rows the previous one kept (failed rows stop where they failed)."""
     per_stage: dict[str, list[Outcome]] = {}
+    attempted: dict[str, int] = {}
     current = list(rows)
     for stage in stages:
-        outcomes = run_stage(stage, current, out_dir, config, factory)
-        per_stage[stage.name] = outcomes
-        current = [stage.row_type.from_dict(json.loads(o.payload)) for o in outcomes if o.status == "kept"]
-    return per_stage, current
+        result = run_stage(stage, current, out_dir, config, factory)
+        per_stage[stage.name], attempted[stage.name] = result.outcomes, result.attempted
+        current = [stage.row_type.from_dict(json.loads(o.payload)) for o in result.outcomes if o.status == "kept"]
+    return PipelineRun(per_stage, current, attempted)

@@ -8,6 +8,10 @@ identity)``; a rerun computes the keys of its input rows and skips every key alr
 a resumed run finishes the missing rows only and never duplicates one. Changing a stage's
 config or backend changes the keys, so stale outcomes are simply not matched (they stay on disk
 until the folder is deleted).
+
+Only permanent outcomes are stored (kept, filtered, rejected). A row that failed for a transient
+reason (server down, timeout, 429, 5xx after the retries) is a ``failed`` outcome of this run
+only: it is never written, so the next run sees the row as pending and retries it.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ from typing import Any, Literal
 
 import polars as pl
 
-Status = Literal["kept", "filtered", "rejected"]
-STATUSES: tuple[Status, ...] = ("kept", "filtered", "rejected")
+Status = Literal["kept", "filtered", "rejected", "failed"]
+STATUSES: tuple[Status, ...] = ("kept", "filtered", "rejected", "failed")
+STORED: tuple[Status, ...] = ("kept", "filtered", "rejected")
+"""Permanent statuses; 'failed' (transient, this run only) is never written to a shard."""
 
 SHARD_SCHEMA: dict[str, Any] = {
     "key": pl.String,
@@ -53,6 +59,8 @@ class Outcome:
     """File the row came from (input manifest or the media file that failed)."""
     payload: str
     """JSON of the row after the stage (kept) or of the row the stage received (otherwise)."""
+    failure: str = ""
+    """For 'failed' only: what went wrong, for grouping ('HTTP 503 at <url>'); not stored."""
 
 
 def canonical_json(value: Any) -> str:
@@ -116,7 +124,10 @@ class StageStore:
         """Write one shard atomically; returns its path (None for an empty batch)."""
         if not outcomes:
             return None
-        frame = pl.DataFrame([o.__dict__ for o in outcomes], schema=SHARD_SCHEMA)
+        transient = [o.row_id for o in outcomes if o.status not in STORED]
+        if transient:
+            raise ValueError(f"stage {self.stage}: transient outcomes must not be stored (rows {transient[:5]})")
+        frame = pl.DataFrame([{k: getattr(o, k) for k in SHARD_SCHEMA} for o in outcomes], schema=SHARD_SCHEMA)
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.dir / f".tmp-{name}"
         frame.write_parquet(tmp)
