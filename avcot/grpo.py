@@ -69,8 +69,9 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def _reduce(per_token: torch.Tensor, mask: torch.Tensor, loss_type: LossType) -> torch.Tensor:
     """Masked reduction: per-sequence means then mean ("grpo") or one token mean ("token")."""
     if loss_type == "grpo":
+        # A row without any valid token contributes 0 (and still counts in the mean, as TRL's "grpo").
         per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [N]
-        return per_seq.mean()  # []
+        return per_seq.sum() / max(per_seq.numel(), 1)  # []: an empty batch gives 0, not mean([]) = NaN
     if loss_type == "token":
         return (per_token * mask).sum() / mask.sum().clamp(min=1.0)  # []
     raise ValueError(f"loss_type must be 'grpo' or 'token', got {loss_type!r}")
