@@ -24,8 +24,9 @@ def test_run_mcq_writes_per_modality_metrics(tmp_path):
         for key in ("video", "audio"):
             if r.get(key):
                 r[key] = str(SYNTH / r[key])
+    gone = dict(rows[1], id="gone", audio=str(tmp_path / "no_such.wav"), video=None)  # rejected, counted
     data = tmp_path / "mcq.jsonl"
-    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [*rows, gone]), encoding="utf-8")
     result = run_mcq(McqEvalSettings(data=str(data), out=str(tmp_path / "out"), modalities=("av", "a"),
                                      batch_size=1, max_new_tokens=4, num_frames=4, progress=False))
     assert sorted((p.id, p.modality) for p in result.predictions) == sorted(
@@ -35,3 +36,8 @@ def test_run_mcq_writes_per_modality_metrics(tmp_path):
     assert [m["name"] for m in metrics["by_modality"]] == ["a", "av"]
     assert metrics["overall"]["n"] == 4
     assert [d["name"] for d in metrics["by_difficulty"]] == ["unknown"]
+    assert [(c.condition, c.rows_in, c.scored, c.rejected) for c in result.counts] == [("av", 3, 2, 1), ("a", 3, 2, 1)]
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted((r["condition"], r["row_id"]) for r in rejects) == [("a", "gone"), ("av", "gone")]
+    report = result.files.report.read_text(encoding="utf-8")
+    assert "| av | 3 | 2 | 1 | 0 |" in report and "0 clips truncated" in report

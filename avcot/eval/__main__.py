@@ -2,6 +2,7 @@
 
   python -m avcot.eval cavsr --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--base tiny|PATH]
                              [--ablations black,random,audio_only] [--prompt avcot|transcript]
+                             [--scoring avcot|wenet]
   python -m avcot.eval mcq   --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--modalities a,v,av]
   python -m avcot.eval convert --benchmark omnibench --src dataset/batch-5_1142_20240817.jsonl --out m.jsonl
 """
@@ -12,6 +13,7 @@ import logging
 import sys
 
 from avcot.eval.loaders import BENCHMARKS
+from avcot.text import SCORINGS
 
 
 def _model_args(ap: argparse.ArgumentParser) -> None:
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     cav.add_argument("--max-new-tokens", type=int, default=256)
     cav.add_argument("--num-frames", type=int, default=4, help="frames per clip (even)")
     cav.add_argument("--t2s", action="store_true", help="traditional -> simplified before scoring")
+    cav.add_argument("--scoring", default="avcot", choices=SCORINGS,
+                     help="CER tokens: avcot (punctuation/width/case folded) or wenet (compute-cer.py --char=1)")
     cav.add_argument("--worst-k", type=int, default=10, help="rows in the worst-samples table")
     mcq = sub.add_parser("mcq", help="accuracy per modality / difficulty, format-valid rate")
     _model_args(mcq)
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             data=args.data, out=args.out, model=_spec(args), ablations=parse_ablations(args.ablations),
             prompt=args.prompt, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             num_frames=args.num_frames, frame_size=args.frame_size, max_seconds=args.max_seconds,
-            use_audio_in_video=args.use_audio_in_video, t2s=args.t2s, seed=args.seed, worst_k=args.worst_k,
+            use_audio_in_video=args.use_audio_in_video, t2s=args.t2s, scoring=args.scoring, seed=args.seed,
+            worst_k=args.worst_k,
             progress=not args.no_progress))
     else:
         from avcot.eval.mcq import McqEvalSettings, parse_modalities, run_mcq

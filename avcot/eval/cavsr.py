@@ -12,19 +12,45 @@ and the model generates greedily. Conditions follow the VASR paper's ablations:
 "w/o AV-CoT" is not a condition here but a separate adapter trained with the DataModule's
 `target="transcript"`; evaluate it with `--prompt transcript` (the plain instruction it was trained on).
 Its plain output is scored the same way: `extract_transcription` falls back to the last non-empty line.
+
+Scoring is "avcot" (this package's normalised tokens) or "wenet" (wenet compute-cer.py --char=1 tokens,
+for figures comparable with papers scored by it); report.md names the one used. Every condition's
+rejects land in rejects.jsonl with their condition, and report.md counts rows in / scored / rejected
+per condition and the clips cut at max_seconds (`avcot.eval.accounting`).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from avcot.eval.accounting import (
+    ConditionCounts,
+    ConditionOutcome,
+    EvalReject,
+    TruncatedClip,
+    clip_truncations,
+    condition_counts,
+    first_rows,
+    read_rejects,
+    write_rejects,
+)
 from avcot.eval.metrics import ABLATIONS, CavsrPrediction, cer_by_ablation, cer_by_cue, score_cavsr
 from avcot.eval.report import ReportFiles, write_cavsr_report
-from avcot.eval.runner import ModelSpec, generate_loader, load_eval_model, processor_source
+from avcot.eval.runner import (
+    ModelSpec,
+    condition_rejects_path,
+    generate_loader,
+    load_eval_model,
+    processor_source,
+    rows_in,
+    setup_predict,
+)
+from avcot.text import Scoring
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +79,8 @@ class CavsrEvalSettings:
     use_audio_in_video: bool = False
     t2s: bool = False
     """Convert traditional to simplified characters before scoring."""
+    scoring: Scoring = "avcot"
+    """CER tokens: 'avcot' (normalised: punctuation, width, case folded) or 'wenet' (compute-cer.py --char=1)."""
     seed: int = 0
     """Seed of the random-video partner choice."""
     worst_k: int = 10
@@ -61,10 +89,13 @@ class CavsrEvalSettings:
 
 @dataclass(frozen=True)
 class CavsrEvalResult:
-    """Predictions of every condition and the files written."""
+    """Predictions of every condition, where every row went, and the files written."""
 
     predictions: tuple[CavsrPrediction, ...]
     files: ReportFiles
+    counts: tuple[ConditionCounts, ...] = ()
+    rejects: tuple[EvalReject, ...] = ()
+    truncated: tuple[TruncatedClip, ...] = ()
 
 
 def parse_ablations(text: str | None) -> tuple[str, ...]:
@@ -81,57 +112,91 @@ def conditions(settings: CavsrEvalSettings) -> tuple[str, ...]:
     return ("true",) + tuple(a for a in settings.ablations if a != "true")
 
 
-def datamodule_for(settings: CavsrEvalSettings, condition: str):
-    """A predict-ready CavsrDataModule for one condition (rejects appended to <out>/rejects.jsonl)."""
+def _datamodule(settings: CavsrEvalSettings, condition: str):
     from datamodules.cavsr import CavsrDataModule
 
-    dm = CavsrDataModule(
+    return CavsrDataModule(
         predict_manifest=settings.data, processor=processor_source(settings.model), target=settings.prompt,
         seed=settings.seed, eval_batch_size=settings.batch_size, num_frames=settings.num_frames,
         frame_size=settings.frame_size, max_seconds=settings.max_seconds, video=VIDEO_MODE[condition],
         use_audio_in_video=settings.use_audio_in_video, on_bad_row="skip",
-        rejects_path=str(Path(settings.out) / "rejects.jsonl"),
+        rejects_path=str(condition_rejects_path(settings.out, condition)),
     )
+
+
+def datamodule_for(settings: CavsrEvalSettings, condition: str):
+    """A predict-ready CavsrDataModule for one condition (rejects in `condition_rejects_path`)."""
+    dm = _datamodule(settings, condition)
     dm.setup("predict")
     return dm
 
 
-def evaluate_condition(model, settings: CavsrEvalSettings, condition: str) -> list[CavsrPrediction]:
-    """Generate and score every clip of the manifest under one condition."""
-    dm = datamodule_for(settings, condition)
-    cues = {str(r["id"]): str(r.get("cue") or "") for r in dm.datasets["predict"].rows}
+def evaluate_condition(model, settings: CavsrEvalSettings, condition: str) -> ConditionOutcome[CavsrPrediction]:
+    """Generate and score every clip of the manifest under one condition; count where each row went."""
+    partial = condition_rejects_path(settings.out, condition)
+    partial.unlink(missing_ok=True)
+    dm = _datamodule(settings, condition)
+    rows = tuple(dm.datasets["predict"].rows) if setup_predict(dm) else ()
+    cues = {str(r["id"]): str(r.get("cue") or "") for r in rows}
     preds = []
-    for gen in generate_loader(model, dm.processor, dm.predict_dataloader(), max_new_tokens=settings.max_new_tokens,
-                               desc=f"cavsr/{condition}", progress=settings.progress):
-        for rid, ref, text in zip(gen.ids, gen.references, gen.texts):
-            preds.append(score_cavsr(rid, condition, ref, text, cue=cues.get(rid, ""), t2s=settings.t2s))
-    return preds
+    if rows:
+        for gen in generate_loader(model, dm.processor, dm.predict_dataloader(),
+                                   max_new_tokens=settings.max_new_tokens, desc=f"cavsr/{condition}",
+                                   progress=settings.progress):
+            for rid, ref, text in zip(gen.ids, gen.references, gen.texts):
+                preds.append(score_cavsr(rid, condition, ref, text, cue=cues.get(rid, ""), t2s=settings.t2s,
+                                         scoring=settings.scoring))
+    rejects = read_rejects(partial, condition)
+    partial.unlink(missing_ok=True)
+    return ConditionOutcome(tuple(preds), tuple(rejects), condition_counts(condition, rows_in(dm), len(preds), rejects),
+                            rows)
+
+
+def truncated_clips(settings: CavsrEvalSettings, rows: Sequence[dict]) -> tuple[TruncatedClip, ...]:
+    """Clips of `rows` whose audio or video goes on past max_seconds."""
+    from datamodules.cavsr import clip_from_row
+
+    base = Path(settings.data).expanduser().resolve().parent
+    found = []
+    for row in first_rows(rows):
+        clip = clip_from_row(row, base)  # the true-video condition always runs: the video counts too
+        note = clip_truncations(clip.id, audio=clip.audio or clip.video, video=clip.video,
+                                max_seconds=settings.max_seconds)
+        if note is not None:
+            found.append(note)
+    return tuple(found)
 
 
 def run_info(settings: CavsrEvalSettings) -> dict:
     """Run description for report.md / metrics.json."""
     return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.node(),
             "data": settings.data, "ckpt": settings.model.ckpt or "none", "base": settings.model.base,
-            "prompt": settings.prompt, "conditions": ",".join(conditions(settings)), "t2s": settings.t2s,
-            "num_frames": settings.num_frames, "frame_size": settings.frame_size}
+            "prompt": settings.prompt, "conditions": ",".join(conditions(settings)), "scoring": settings.scoring,
+            "t2s": settings.t2s, "num_frames": settings.num_frames, "frame_size": settings.frame_size,
+            "max_seconds": settings.max_seconds}
 
 
 def run_cavsr(settings: CavsrEvalSettings) -> CavsrEvalResult:
     """Evaluate `settings.model` on `settings.data` under every condition and write the report."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rejects.jsonl").unlink(missing_ok=True)  # a fresh run's rejects, not the last run's
+    (out / "rejects.jsonl").unlink(missing_ok=True)  # a run that stops half-way leaves no earlier run's rejects
     model = load_eval_model(settings.model)
-    preds: list[CavsrPrediction] = []
-    for condition in conditions(settings):
-        got = evaluate_condition(model, settings, condition)
-        if not got:
-            log.warning("condition %s: no clip could be evaluated (see %s)", condition, out / "rejects.jsonl")
-        preds.extend(got)
-    by_ablation = cer_by_ablation(preds, t2s=settings.t2s)
+    outcomes = [evaluate_condition(model, settings, c) for c in conditions(settings)]
+    preds = [p for o in outcomes for p in o.predictions]
+    rejects = [r for o in outcomes for r in o.rejects]
+    write_rejects(out / "rejects.jsonl", rejects)  # this run's rejects only, each with its condition
+    for o in outcomes:
+        if not o.predictions:
+            log.warning("condition %s: no clip could be evaluated (see %s)", o.counts.condition, out / "rejects.jsonl")
+    truncated = truncated_clips(settings, [r for o in outcomes for r in o.rows])
+    by_ablation = cer_by_ablation(preds)
     for s in by_ablation:
-        log.info("CER %-10s %.4f (n=%d, S/D/I %d/%d/%d)", s.name, s.cer, s.n, s.substitutions, s.deletions,
-                 s.insertions)
-    files = write_cavsr_report(out, preds, by_ablation, cer_by_cue(preds, t2s=settings.t2s),
-                               run_info(settings), worst_k=settings.worst_k)
-    return CavsrEvalResult(tuple(preds), files)
+        log.info("CER %-10s %s (n=%d, S/D/I %d/%d/%d, empty refs %d)", s.name,
+                 "n/a" if s.cer is None else f"{s.cer:.4f}", s.n, s.substitutions, s.deletions, s.insertions,
+                 s.empty_refs)
+    counts = tuple(o.counts for o in outcomes)
+    files = write_cavsr_report(out, preds, by_ablation, cer_by_cue(preds), run_info(settings),
+                               worst_k=settings.worst_k, scoring=settings.scoring, counts=counts,
+                               truncated=truncated)
+    return CavsrEvalResult(tuple(preds), files, counts, tuple(rejects), truncated)

@@ -4,19 +4,41 @@ Every item is asked once per requested condition through `datamodules.mcq.McqDat
 left-padded): "av" with all its streams, "a" with the video/image dropped, "v" with the audio dropped.
 The letter is parsed from the last <answer> tag; format validity is `avcot.rewards.format_reward`.
 Difficulty (easy / medium / hard) is read from the manifest's `difficulty` column, which the AVRT data
-pipeline fills from teacher correctness; public benchmarks have none ("unknown").
+pipeline fills from teacher correctness; public benchmarks have none ("unknown"). rejects.jsonl tags each
+reject with its condition, and report.md counts rows in / scored / rejected per condition and the
+clips cut at max_seconds (`avcot.eval.accounting`).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from avcot.eval.accounting import (
+    ConditionCounts,
+    ConditionOutcome,
+    EvalReject,
+    TruncatedClip,
+    clip_truncations,
+    condition_counts,
+    first_rows,
+    read_rejects,
+    write_rejects,
+)
 from avcot.eval.metrics import MODALITIES, McqPrediction, score_mcq, summarize_mcq
 from avcot.eval.report import ReportFiles, write_mcq_report
-from avcot.eval.runner import ModelSpec, generate_loader, load_eval_model, processor_source
+from avcot.eval.runner import (
+    ModelSpec,
+    condition_rejects_path,
+    generate_loader,
+    load_eval_model,
+    processor_source,
+    rows_in,
+    setup_predict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +65,13 @@ class McqEvalSettings:
 
 @dataclass(frozen=True)
 class McqEvalResult:
-    """Predictions of every condition and the files written."""
+    """Predictions of every condition, where every row went, and the files written."""
 
     predictions: tuple[McqPrediction, ...]
     files: ReportFiles
+    counts: tuple[ConditionCounts, ...] = ()
+    rejects: tuple[EvalReject, ...] = ()
+    truncated: tuple[TruncatedClip, ...] = ()
 
 
 def parse_modalities(text: str | None) -> tuple[str, ...]:
@@ -58,45 +83,74 @@ def parse_modalities(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names)) or MODALITIES
 
 
-def datamodule_for(settings: McqEvalSettings, modality: str):
-    """A predict-ready McqDataModule for one modality condition."""
+def datamodule_for(settings: McqEvalSettings, modality: str, *, setup: bool = True):
+    """A McqDataModule for one modality condition (rejects in `condition_rejects_path`), predict-ready by default."""
     from datamodules.mcq import McqDataModule
 
     dm = McqDataModule(
         test_manifest=settings.data, processor=processor_source(settings.model), target="none", modality=modality,
         eval_batch_size=settings.batch_size, num_frames=settings.num_frames, frame_size=settings.frame_size,
         max_seconds=settings.max_seconds, use_audio_in_video=settings.use_audio_in_video, on_bad_row="skip",
-        rejects_path=str(Path(settings.out) / "rejects.jsonl"),
+        rejects_path=str(condition_rejects_path(settings.out, modality)),
     )
-    dm.setup("predict")
+    if setup:
+        dm.setup("predict")
     return dm
 
 
-def evaluate_modality(model, settings: McqEvalSettings, modality: str) -> list[McqPrediction]:
-    """Generate and score every item under one modality condition."""
-    dm = datamodule_for(settings, modality)
-    difficulty = {str(r["id"]): r.get("difficulty") for r in dm.datasets["predict"].rows}
+def evaluate_modality(model, settings: McqEvalSettings, modality: str) -> ConditionOutcome[McqPrediction]:
+    """Generate and score every item under one modality condition; count where each row went."""
+    partial = condition_rejects_path(settings.out, modality)
+    partial.unlink(missing_ok=True)
+    dm = datamodule_for(settings, modality, setup=False)
+    rows = tuple(dm.datasets["predict"].rows) if setup_predict(dm) else ()
+    difficulty = {str(r["id"]): r.get("difficulty") for r in rows}
     preds = []
-    for gen in generate_loader(model, dm.processor, dm.predict_dataloader(), max_new_tokens=settings.max_new_tokens,
-                               desc=f"mcq/{modality}", progress=settings.progress):
-        for rid, gold, text in zip(gen.ids, gen.references, gen.texts):
-            preds.append(score_mcq(rid, modality, gold, text, difficulty=difficulty.get(rid)))
-    return preds
+    if rows:
+        for gen in generate_loader(model, dm.processor, dm.predict_dataloader(),
+                                   max_new_tokens=settings.max_new_tokens, desc=f"mcq/{modality}",
+                                   progress=settings.progress):
+            for rid, gold, text in zip(gen.ids, gen.references, gen.texts):
+                preds.append(score_mcq(rid, modality, gold, text, difficulty=difficulty.get(rid)))
+    rejects = read_rejects(partial, modality)
+    partial.unlink(missing_ok=True)
+    return ConditionOutcome(tuple(preds), tuple(rejects), condition_counts(modality, rows_in(dm), len(preds), rejects),
+                            rows)
+
+
+def truncated_items(settings: McqEvalSettings, rows: Sequence[dict]) -> tuple[TruncatedClip, ...]:
+    """Items whose audio or video goes on past max_seconds."""
+    from datamodules.mcq import item_from_row
+
+    base = Path(settings.data).expanduser().resolve().parent
+    found = []
+    for row in first_rows(rows):
+        item = item_from_row(row, base)
+        note = clip_truncations(item.id, audio=item.audio or item.video, video=item.video,
+                                max_seconds=settings.max_seconds)
+        if note is not None:
+            found.append(note)
+    return tuple(found)
 
 
 def run_mcq(settings: McqEvalSettings) -> McqEvalResult:
     """Evaluate `settings.model` on `settings.data` under every modality condition and write the report."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rejects.jsonl").unlink(missing_ok=True)
+    (out / "rejects.jsonl").unlink(missing_ok=True)  # a run that stops half-way leaves no earlier run's rejects
     model = load_eval_model(settings.model)
-    preds: list[McqPrediction] = []
-    for modality in settings.modalities:
-        preds.extend(evaluate_modality(model, settings, modality))
+    outcomes = [evaluate_modality(model, settings, m) for m in settings.modalities]
+    preds = [p for o in outcomes for p in o.predictions]
+    rejects = [r for o in outcomes for r in o.rejects]
+    write_rejects(out / "rejects.jsonl", rejects)  # this run's rejects only, each with its condition
+    counts = tuple(o.counts for o in outcomes)
+    truncated = truncated_items(settings, [r for o in outcomes for r in o.rows])
     summary = summarize_mcq(preds)
     log.info("MCQ accuracy %.4f (n=%d), format-valid %.4f", summary.overall.accuracy, summary.overall.n,
              summary.overall.format_valid_rate)
     run = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.node(),
            "data": settings.data, "ckpt": settings.model.ckpt or "none", "base": settings.model.base,
-           "modalities": ",".join(settings.modalities), "num_frames": settings.num_frames}
-    return McqEvalResult(tuple(preds), write_mcq_report(out, preds, summary, run))
+           "modalities": ",".join(settings.modalities), "num_frames": settings.num_frames,
+           "max_seconds": settings.max_seconds}
+    files = write_mcq_report(out, preds, summary, run, counts=counts, truncated=truncated)
+    return McqEvalResult(tuple(preds), files, counts, tuple(rejects), truncated)

@@ -2,8 +2,13 @@
 
 CAVSR: the transcription is extracted from the output with `avcot.traces.extract_transcription`
 (the AV-CoT `Transcription:` section, else the last non-empty line, so a plain-transcript adapter is
-scored the same way); CER is `avcot.text.cer` / `corpus_cer` on Mandarin-normalised tokens (t2s
-optional). Corpus CER = total S+D+I over total reference tokens, per ablation and per cue.
+scored the same way); CER is `avcot.text.cer` under the chosen scoring: "avcot" (Mandarin-normalised
+tokens, t2s optional) or "wenet" (wenet compute-cer.py --char=1 tokens). Corpus CER = total S+D+I
+over total reference tokens of the rows whose reference has tokens, per ablation and per cue; rows
+with an empty reference (no tokens under the scoring) have no rate to contribute, so they are counted
+apart (`CerSummary.empty_refs`, with their insertions in `empty_ref_insertions`), never hidden in the
+numerator. wenet's own script adds those insertions to its numerator: (S+D+I + empty_ref_insertions)
+/ ref tokens reproduces its "Overall" figure.
 
 MCQ: the letter comes from `avcot.traces.parse_answer` (last <answer> tag), format validity from
 `avcot.rewards.format_reward` (exactly <think>…</think><answer>…</answer>); accuracy overall, per
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 from avcot.phonetics import ambiguous_spans
 from avcot.rewards import format_reward
-from avcot.text import cer, corpus_cer
+from avcot.text import Scoring, cer
 from avcot.traces import extract_transcription, parse_answer
 
 ABLATIONS = ("true", "black", "random", "audio_only")
@@ -41,6 +46,8 @@ class CavsrPrediction:
     cue: str = ""
     homophone_errors: int = 0
     """Spans where hypothesis and reference differ in characters but share toneless pinyin."""
+    scoring: Scoring = "avcot"
+    """Tokenisation the counts were made with (`avcot.text.Scoring`)."""
 
     @property
     def errors(self) -> int:
@@ -59,12 +66,19 @@ class CerSummary:
 
     name: str
     n: int
-    cer: float
+    """All rows of the group, empty references included."""
+    cer: float | None
+    """(S + D + I) / ref_len over rows with a non-empty reference; None when there is no such row."""
     substitutions: int
     deletions: int
     insertions: int
+    """S, D, I of the rows with a non-empty reference."""
     ref_len: int
     homophone_errors: int = 0
+    empty_refs: int = 0
+    """Rows whose reference has no tokens: left out of `cer`, counted here."""
+    empty_ref_insertions: int = 0
+    """Tokens hypothesised for those rows (all insertions)."""
 
 
 @dataclass(frozen=True)
@@ -114,23 +128,29 @@ class McqSummary:
 
 
 def score_cavsr(id: str, ablation: str, reference: str, output: str, *, cue: str = "",
-                t2s: bool = False) -> CavsrPrediction:
-    """Extract the transcription from `output` and score it against `reference`."""
+                t2s: bool = False, scoring: Scoring = "avcot") -> CavsrPrediction:
+    """Extract the transcription from `output` and score it against `reference` under `scoring`."""
     hypothesis = extract_transcription(output)
-    res = cer(reference, hypothesis, t2s=t2s)
+    res = cer(reference, hypothesis, t2s=t2s, scoring=scoring)
     return CavsrPrediction(
         id=id, ablation=ablation, reference=reference, output=output, hypothesis=hypothesis,
         substitutions=res.substitutions, deletions=res.deletions, insertions=res.insertions,
         ref_len=res.ref_len, cue=cue, homophone_errors=len(ambiguous_spans(reference, hypothesis)),
+        scoring=scoring,
     )
 
 
-def summarize_cer(name: str, preds: Sequence[CavsrPrediction], *, t2s: bool = False) -> CerSummary:
-    """Corpus CER of `preds` (total edits over total reference tokens)."""
-    res = corpus_cer([p.reference for p in preds], [p.hypothesis for p in preds], t2s=t2s)
-    return CerSummary(name=name, n=len(preds), cer=res.cer, substitutions=res.substitutions,
-                      deletions=res.deletions, insertions=res.insertions, ref_len=res.ref_len,
-                      homophone_errors=sum(p.homophone_errors for p in preds))
+def summarize_cer(name: str, preds: Sequence[CavsrPrediction]) -> CerSummary:
+    """Corpus CER of `preds`: total edits over total reference tokens, empty references apart (module doc)."""
+    scored = [p for p in preds if p.ref_len > 0]
+    empty = [p for p in preds if p.ref_len == 0]
+    ref_len = sum(p.ref_len for p in scored)
+    errors = sum(p.errors for p in scored)
+    return CerSummary(name=name, n=len(preds), cer=errors / ref_len if ref_len else None,
+                      substitutions=sum(p.substitutions for p in scored), deletions=sum(p.deletions for p in scored),
+                      insertions=sum(p.insertions for p in scored), ref_len=ref_len,
+                      homophone_errors=sum(p.homophone_errors for p in preds), empty_refs=len(empty),
+                      empty_ref_insertions=sum(p.insertions for p in empty))
 
 
 def _groups(items: Iterable, key: Callable, order: Sequence[str] = ()) -> dict[str, list]:
@@ -142,15 +162,14 @@ def _groups(items: Iterable, key: Callable, order: Sequence[str] = ()) -> dict[s
     return {k: out[k] for k in ranked}
 
 
-def cer_by_ablation(preds: Sequence[CavsrPrediction], *, t2s: bool = False) -> tuple[CerSummary, ...]:
+def cer_by_ablation(preds: Sequence[CavsrPrediction]) -> tuple[CerSummary, ...]:
     """One corpus-CER summary per ablation, in ABLATIONS order."""
-    return tuple(summarize_cer(k, v, t2s=t2s) for k, v in _groups(preds, lambda p: p.ablation, ABLATIONS).items())
+    return tuple(summarize_cer(k, v) for k, v in _groups(preds, lambda p: p.ablation, ABLATIONS).items())
 
 
-def cer_by_cue(preds: Sequence[CavsrPrediction], *, t2s: bool = False) -> tuple[CerSummary, ...]:
+def cer_by_cue(preds: Sequence[CavsrPrediction]) -> tuple[CerSummary, ...]:
     """One summary per (ablation, cue), named 'ablation/cue'; rows without a cue count as 'none'."""
-    return tuple(summarize_cer(k, v, t2s=t2s) for k, v in
-                 _groups(preds, lambda p: f"{p.ablation}/{p.cue or 'none'}").items())
+    return tuple(summarize_cer(k, v) for k, v in _groups(preds, lambda p: f"{p.ablation}/{p.cue or 'none'}").items())
 
 
 def score_mcq(id: str, modality: str, answer: str, output: str, *, difficulty: str | None = None) -> McqPrediction:

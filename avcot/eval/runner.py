@@ -1,4 +1,4 @@
-"""Model loading and batched greedy generation shared by the CAVSR and MCQ evals.
+"""Model loading, per-condition DataModule setup and batched greedy generation shared by the CAVSR and MCQ evals.
 
 `--ckpt` may be: empty / "none" (the base model alone), a PEFT adapter directory (adapter_config.json +
 adapter_model.safetensors, as `lit_modules/sft.py` writes), or a full thinker checkpoint directory
@@ -42,6 +42,33 @@ class Generated:
     ids: tuple[str, ...]
     references: tuple[str, ...]
     texts: tuple[str, ...]
+
+
+def condition_rejects_path(out: str | Path, condition: str) -> Path:
+    """Where one condition's DataModule writes its rejects, before they are tagged with the condition."""
+    return Path(out) / f"rejects.{condition}.partial.jsonl"
+
+
+def setup_predict(dm) -> bool:
+    """`dm.setup("predict")`; False (rejects recorded) when every row was rejected, instead of raising.
+
+    An eval goes on to the next condition: a condition with nothing to score is a row in the report
+    (rows in = rejected), not the end of the run. Structural errors (unreadable manifest) still raise.
+    """
+    from datamodules.common import BadRowError
+
+    try:
+        dm.setup("predict")
+    except BadRowError:
+        if not dm.counts:  # raised before the manifest was counted: not the all-rejected case
+            raise
+        return False
+    return True
+
+
+def rows_in(dm) -> int:
+    """Rows the DataModule read from its manifest(s) (set by setup, even when all were rejected)."""
+    return sum(c.rows_in for c in dm.counts.values())
 
 
 def checkpoint_kind(ckpt: str | None) -> CkptKind:
