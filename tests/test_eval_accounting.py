@@ -146,3 +146,14 @@ def test_run_cavsr_accounts_for_every_row_per_condition(messy_manifest, tmp_path
     metrics = json.loads(result.files.metrics.read_text(encoding="utf-8"))
     assert metrics["run"]["scoring"] == "wenet" and metrics["truncated_clips"] == 2
     assert [r["rejected"] for r in metrics["rows"]] == [2, 2]
+
+
+def test_condition_with_every_row_rejected_is_reported_not_fatal(tmp_path):
+    from avcot.eval.cavsr import CavsrEvalSettings, run_cavsr
+
+    rows = [{"id": f"gone{i}", "video": str(tmp_path / f"no_such_{i}.mp4"), "text": "不存在"} for i in range(2)]
+    data = tmp_path / "m.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    result = run_cavsr(CavsrEvalSettings(data=str(data), out=str(tmp_path / "out"), ablations=(), progress=False))
+    assert [(c.condition, c.rows_in, c.scored, c.rejected) for c in result.counts] == [("true", 2, 0, 2)]
+    assert result.predictions == () and "| true | 2 | 0 | 2 | 0 |" in result.files.report.read_text(encoding="utf-8")
