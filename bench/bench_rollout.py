@@ -2,14 +2,14 @@
 
     python bench/bench_rollout.py --size 7b --new 256
 
-Stock (as /work/shared/reference/hf_peft_baseline.py): `generate(max_new_tokens=N, min_new_tokens=N,
+Stock (as the stock HF + PEFT baseline measures it): `generate(max_new_tokens=N, min_new_tokens=N,
 do_sample=True)` on B left-padded prompts (B=1 and B=4), plus `num_return_sequences=G` on one prompt (what a
-GRPO loop on the stock stack does for a group). Ours: `StaticDecoder.rollout` (one prefill per prompt, cache
-expanded to G, static KV cache, decode step compiled with CUDA graphs on a GPU) for (B=1, G=1), (B=1, G=G),
-(B=4, G=1). Tokens/s = rows * N / seconds, prefill included on both sides. The first call of ours (compile +
-graph capture) is timed separately (stage=compile). A greedy agreement check (stage=check) compares our greedy
-tokens with HF greedy `generate` for --check-tokens tokens. JSON lines go to --out
-(default $OUT/bench_rollout_<size>.jsonl).
+GRPO loop on the stock stack does for a group). Ours: `avcot.rollout.RolloutEngine.sample` with `static=True`
+(one prefill per prompt, cache expanded to G, static KV cache, decode step compiled with CUDA graphs on a GPU)
+for (B=1, G=1), (B=1, G=G), (B=4, G=1). Tokens/s = rows * N / seconds, prefill included on both sides. The first
+call of ours (compile + graph capture) is timed separately (stage=compile). A greedy agreement check
+(stage=check) compares our greedy tokens with HF greedy `generate` for --check-tokens tokens. JSON lines go to
+--out (default $OUT/bench_rollout_<size>.jsonl).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avcot.chat import model_inputs  # noqa: E402
 from avcot.model import LoraSettings, apply_lora  # noqa: E402
 from avcot.speed import benchkit as bk  # noqa: E402
+from avcot.rollout import RolloutEngine, RolloutSettings  # noqa: E402
 from avcot.speed.embed import unwrap_thinker  # noqa: E402
-from avcot.speed.rollout import RolloutSettings, StaticDecoder  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,20 +74,24 @@ def stock_generate(model, batch, new: int, rows_per_prompt: int):
     return run
 
 
-def ours_generate(decoder: StaticDecoder, batch, new: int, group: int, gen: torch.Generator):
-    settings = RolloutSettings(max_new_tokens=new, group_size=group, do_sample=True, temperature=1.0)
+def ours_settings(args, **kw) -> RolloutSettings:
+    """Our static-cache settings with --compile applied."""
+    return RolloutSettings(static=True, compile={"auto": None, "on": True, "off": False}[args.compile], **kw)
 
+
+def ours_generate(engine: RolloutEngine, settings: RolloutSettings, batch, gen: torch.Generator):
     def run():
-        decoder.rollout(batch, settings, generator=gen)
+        engine.sample(batch, settings, generator=gen)
     return run
 
 
-def greedy_check(emit, model, decoder, batch, n: int) -> None:
+def greedy_check(emit, model, engine: RolloutEngine, settings: RolloutSettings, batch) -> None:
     """How many leading greedy tokens ours and HF's agree on (random-init weights: near-ties can flip in bf16)."""
+    n = settings.max_new_tokens
     with torch.no_grad():
         ref = model.generate(**model_inputs(batch, with_labels=False), max_new_tokens=n, min_new_tokens=n,
                              do_sample=False)[:, batch["input_ids"].shape[1]:]
-    ours = decoder.rollout(batch, RolloutSettings(max_new_tokens=n))
+    ours = engine.sample(batch, settings).completion_ids
     same = (ref == ours).long().cumprod(dim=1).sum(dim=1)  # leading agreement per row
     emit(stage="check", tokens=n, leading_agreement=same.tolist(), exact=bool(torch.equal(ref, ours)))
 
@@ -112,20 +116,22 @@ def main(argv=None) -> int:
     emit = bk.Emitter(args.out or bk.default_out(f"bench_rollout_{args.size}.jsonl"))
     emit(stage="versions", **bk.versions(dev))
     model = apply_lora(bk.build_thinker(args.size, dtype, dev, layers=args.layers), LoraSettings()).eval()
-    compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
-    decoder = StaticDecoder(model, compile=compile_flag)
+    engine = RolloutEngine(model)
     gen = torch.Generator(device=dev).manual_seed(0)
     configs = parse_configs(args.configs, args.group)  # (prompts, completions per prompt)
     batches = {b: prompt_batch(model, args.size, b, dev) for b in {1} | {b for b, _ in configs}}
-    greedy_check(emit, model, decoder, batches[1], args.check_tokens or (8 if tiny else 32))
+    greedy_check(emit, model, engine, ours_settings(args, max_new_tokens=args.check_tokens or (8 if tiny else 32)),
+                 batches[1])
     results = {}
     for bsz, group in configs:
         info = dict(size=args.size, prompts=bsz, group=group, prompt_len=int(batches[bsz]["input_ids"].shape[1]))
+        settings = ours_settings(args, max_new_tokens=new, group_size=group, do_sample=True, temperature=1.0)
         start = time.perf_counter()
-        ours_generate(decoder, batches[bsz], new, group, gen)()  # compile + capture for this shape
+        ours_generate(engine, settings, batches[bsz], gen)()  # compile + capture for this shape
         bk.sync(dev)
-        emit(stage="compile", path="ours", secs=time.perf_counter() - start, compiled=decoder.compiled, **info)
-        run = ours_generate(decoder, batches[bsz], new, group, gen)
+        emit(stage="compile", path="ours", secs=time.perf_counter() - start, compiled=engine.compiles(settings),
+             **info)
+        run = ours_generate(engine, settings, batches[bsz], gen)
         results[("ours", bsz, group)] = measure(emit, dev, "ours", run, iters=args.iters, rows=bsz * group,
                                                 new=new, **info)
         if not args.no_stock:

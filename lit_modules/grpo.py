@@ -1,7 +1,7 @@
 """GRPO on the Qwen2.5-Omni thinker with audio-visual prompts (AVRT MCQ, CAVSR transcription).
 
 One training step, for a batch of B left-padded prompts:
-1. rollout (`lit_modules.rollout.sample_group`): each prompt's media are encoded and prefilled once, the KV
+1. rollout (`avcot.rollout.RolloutEngine.sample`): each prompt's media are encoded and prefilled once, the KV
    cache is repeated G times and G completions are sampled (LoRA on, dropout off);
 2. rewards: a weighted sum of reward functions named by dotted path (`avcot.rewards.*`), called TRL-style as
    `f(completions, **meta)` where `meta` holds the batch's per-prompt fields (e.g. `answers`, `references`)
@@ -9,13 +9,13 @@ One training step, for a batch of B left-padded prompts:
 3. reference log-probs from the same weights with the adapter disabled (`model.disable_adapter()`), no copy;
 4. `num_iterations` policy updates (manual optimisation) of `avcot.grpo.grpo_loss` (clipped surrogate, eps 0.2,
    k3 KL, beta 0.01); with one iteration old_logp = logp.detach(), as TRL. The update forward takes the
-   prompt's merged embeddings captured at prefill, so the encoders run once per prompt per step.
+   prompt's merged embeddings kept by the prefill, so the encoders run once per prompt per step.
 
 Distributed. DDP: plain; Lightning prepares the reducer before every manual backward. FSDP2 (Lightning
 `ModelParallelStrategy`): `configure_model` applies `fully_shard` to each decoder layer and to the whole
-model (`lit_modules.sft.shard_model`). Sampling runs through the sharded model's own forward; the parameters
-are gathered once for the whole rollout (`set_reshard_after_forward(False)` + `unshard()`), then resharded,
-and the decode loop stops only when every rank is done so all ranks run the same number of forwards.
+model (`lit_modules.sft.shard_model`). The rollout gathers every unit's parameters once for the whole rollout
+(`avcot.rollout.gathered_for_generation`), then reshards them, and the decode loop stops only when every rank is
+done so all ranks run the same number of forwards; the update forwards run through the sharded model's own forward.
 
 Departures from the AVRT paper: none in the objective. Beyond it: several updates per batch and a token-level
 loss reduction are options; the LoRA dropout is kept in the update forward (set `lora.dropout: 0` for an exact
@@ -23,7 +23,6 @@ ratio of 1 at the first update, which only matters with `num_iterations > 1`).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import time
 from collections.abc import Callable, Sequence
@@ -32,22 +31,21 @@ from typing import Literal
 import lightning as L
 import torch
 
-from avcot.generate import decode
 from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_logprobs
 from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker
 from avcot.processor import load_processor
 from avcot.rewards import combine_rewards, format_reward
-from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
-from lit_modules.rollout import (
-    Prefix,
+from avcot.rollout import (
     Rollout,
-    completion_mask,
+    RolloutEngine,
+    RolloutSettings,
     completion_logits,
+    decode,
     prompt_only,
-    sample_group,
     select_prompts,
-    thinker_of,
 )
+from avcot.speed.embed import unwrap_thinker
+from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
 from lit_modules.sft import shard_model
 
 DEFAULT_REWARDS = ("avcot.rewards.format_reward", "avcot.rewards.accuracy_reward")
@@ -138,9 +136,9 @@ class GRPOModule(L.LightningModule):
             warmup_steps: linear warm-up optimizer steps, constant after.
             max_grad_norm: gradient clipping norm (None: off).
             seed: seed of the tiny model / fresh LoRA init and of sampling (each rank adds its rank).
-            static_rollout: sample with `avcot.speed.rollout.StaticDecoder` (static KV cache, compiled decode
-                step on CUDA) instead of the dynamic-cache loop; same tokens for the same generator. Single
-                device or DDP only (not tried with FSDP2 sharding).
+            static_rollout: decode with a static KV cache (compiled decode step on CUDA) instead of a growing
+                one (`RolloutSettings.static`); same tokens for the same generator. Single device or DDP only
+                (not tried with FSDP2 sharding).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -158,7 +156,7 @@ class GRPOModule(L.LightningModule):
         self.model = None
         self.strict_loading = False  # checkpoints carry only the trainable weights
         self._generator: torch.Generator | None = None
-        self._decoder = None
+        self._engine: RolloutEngine | None = None
 
     @property
     def processor(self):
@@ -193,7 +191,7 @@ class GRPOModule(L.LightningModule):
             else:
                 model = apply_lora(model, LoraSettings(r=h.lora_r, alpha=h.lora_alpha, dropout=h.lora_dropout,
                                                        target=h.lora_target))
-        freeze_encoders(thinker_of(model))
+        freeze_encoders(unwrap_thinker(model))
         if self.device_mesh is not None:
             shard_model(model, self.device_mesh)
         self.model = model
@@ -258,38 +256,28 @@ class GRPOModule(L.LightningModule):
         update_s = time.perf_counter() - start
         self._log_step(rewards, per_func, advantages, texts, rollout, stats[-1], rollout_s, update_s)
 
-    def _rollout(self, batch: dict) -> Rollout:
+    def rollout_settings(self, *, greedy: bool = False) -> RolloutSettings:
+        """This module's sampling settings (greedy: one completion per prompt, for validation)."""
         h = self.hparams
+        sampled = h.temperature > 0 and not greedy
+        return RolloutSettings(max_new_tokens=h.max_new_tokens, group_size=1 if greedy else h.group_size,
+                               do_sample=sampled, temperature=h.temperature if sampled else 1.0,
+                               eos_token_id=self.eos_id, pad_token_id=self.pad_id, static=h.static_rollout)
+
+    def _rollout(self, batch: dict, settings: RolloutSettings | None = None) -> Rollout:
+        """Sample with dropout off and the towers kept frozen; the generator is seeded per rank."""
         if self._generator is None:
-            self._generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
+            self._generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + self.global_rank)
+        if self._engine is None:
+            self._engine = RolloutEngine(self.model)
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
         try:
-            if h.static_rollout:
-                return self._static_rollout(batch)
-            with gathered_for_generation(self.model):
-                return sample_group(self.model, batch, group_size=h.group_size, max_new_tokens=h.max_new_tokens,
-                                    eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=h.temperature,
-                                    generator=self._generator, sync_ranks=self.trainer.world_size > 1)
+            return self._engine.sample(batch, settings or self.rollout_settings(), generator=self._generator,
+                                       sync_ranks=self.trainer.world_size > 1)
         finally:
             self.model.train(was_training)
-            freeze_encoders(thinker_of(self.model))
-
-    def _static_rollout(self, batch: dict) -> Rollout:
-        """The same rollout through the static-cache decoder (speed lever; see avcot/speed/rollout.py)."""
-        from avcot.speed.rollout import RolloutSettings, StaticDecoder
-
-        h = self.hparams
-        if self._decoder is None:
-            self._decoder = StaticDecoder(self.model)
-        settings = RolloutSettings(max_new_tokens=h.max_new_tokens, group_size=h.group_size,
-                                   do_sample=h.temperature > 0, temperature=h.temperature or 1.0,
-                                   eos_token_id=self.eos_id, pad_token_id=self.pad_id)
-        ids, pre = self._decoder.rollout_with_prefill(batch, settings, generator=self._generator,
-                                                      sync_ranks=self.trainer.world_size > 1)
-        prefix = Prefix(pre.embeds, pre.prompt_mask, pre.positions, pre.next_position)
-        embeds = thinker_of(self.model).model.get_input_embeddings()(ids)  # [B*G, N, H]
-        return Rollout(prefix, h.group_size, ids, completion_mask(ids, self.eos_id), embeds)
+            freeze_encoders(unwrap_thinker(self.model))
 
     def _chunks(self, num_prompts: int) -> list[tuple[slice, slice]]:
         """(prompt slice, completion-row slice) per update micro-batch."""
@@ -351,12 +339,8 @@ class GRPOModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Greedy completion per prompt, scored with the same rewards (logged as val/reward*)."""
-        h = self.hparams
         batch = prompt_only(batch, self.pad_id)
-        with gathered_for_generation(self.model):
-            rollout = sample_group(self.model, batch, group_size=1, max_new_tokens=h.max_new_tokens,
-                                   eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=0.0,
-                                   sync_ranks=self.trainer.world_size > 1)
+        rollout = self._rollout(batch, self.rollout_settings(greedy=True))
         texts = decode(self.processor, rollout.completion_ids)
         rewards, per_func = self.score(texts, repeat_meta(batch.get("meta", {}), len(texts), 1))
         self.log("val/reward", rewards.mean().to(self.device), batch_size=len(texts), sync_dist=True)
@@ -385,22 +369,3 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
     grads = [p for p in params if p.grad is not None]
     if grads:
         torch.nn.utils.clip_grad_norm_(grads, max_norm)
-
-
-@contextlib.contextmanager
-def gathered_for_generation(model):
-    """Under FSDP2, gather each layer once for the whole decode loop (not once per token); else a no-op.
-
-    The root unit is left alone: FSDP2 already keeps the root's parameters gathered after its forward.
-    """
-    from torch.distributed.fsdp import FSDPModule
-
-    units = [m for m in model.modules() if isinstance(m, FSDPModule) and m is not model]
-    for unit in units:
-        unit.set_reshard_after_forward(False, recurse=False)
-    try:
-        yield
-    finally:
-        for unit in units:
-            unit.set_reshard_after_forward(True, recurse=False)
-            unit.reshard()

@@ -13,8 +13,8 @@ dropped in `on_save_checkpoint` and rebuilt from `base` on resume; `strict_loadi
 `AdapterSaver` callback (added by `configure_callbacks`) writes a PEFT adapter dir beside each one.
 
 Departure from the paper's setup: none in the optimisation itself (r 8, alpha 32, dropout 0.05 on q/k/v/o,
-lr 1e-4, cosine, 3 epochs, bf16 come from the configs); gradient checkpointing is not used because HF's
-implementation backprops through the frozen encoders (see shared ENV notes).
+lr 1e-4, cosine, 3 epochs, bf16 come from the configs); HF's gradient checkpointing is not used because it
+backprops through the frozen encoders (`lm_checkpointing` checkpoints the decoder layers only instead).
 """
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ class SFTModule(L.LightningModule):
         """Greedy generation for a left-padded batch without targets -> one `Generation` per row."""
         if batch is None:
             return GenerationBatch(())
-        from avcot.generate import generate_texts
+        from avcot.rollout import generate_texts
         from avcot.processor import load_processor
         from avcot.traces import extract_transcription
 
@@ -241,8 +241,9 @@ def shard_model(model, mesh) -> None:
     """FSDP2: shard each language-model decoder layer, then the rest, over the data-parallel mesh."""
     from torch.distributed.fsdp import fully_shard
 
+    from avcot.speed.embed import unwrap_thinker
+
     dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for layer in inner.model.language_model.layers:
+    for layer in unwrap_thinker(model).model.language_model.layers:
         fully_shard(layer, mesh=dp)
     fully_shard(model, mesh=dp)

@@ -43,14 +43,22 @@ def base_model():
     return load_thinker("tiny").eval()
 
 
+def sample_group(model, batch, *, group_size, max_new_tokens, eos_token_id, pad_token_id, temperature=1.0,
+                 generator=None):
+    """The engine with GRPO's sampling settings (temperature 0 = greedy)."""
+    from avcot.rollout import RolloutSettings, sample
+
+    settings = RolloutSettings(max_new_tokens=max_new_tokens, group_size=group_size, do_sample=temperature > 0,
+                               temperature=temperature or 1.0, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    return sample(model, batch, settings, generator=generator)
+
+
 def _hf_new_tokens(model, batch, **kw):
     out = model.generate(**model_inputs(batch, with_labels=False), max_new_tokens=N, **kw)
     return out[:, batch["input_ids"].shape[1]:]
 
 
 def test_shared_prefix_greedy_equals_hf_generate(base_model, tiny_batch):
-    from lit_modules.rollout import sample_group
-
     batch, eos, pad = tiny_batch
     rollout = sample_group(base_model, batch, group_size=G, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
                            temperature=0.0)
@@ -61,8 +69,6 @@ def test_shared_prefix_greedy_equals_hf_generate(base_model, tiny_batch):
 
 
 def test_shared_prefix_sampling_equals_hf_generate_for_same_seed(base_model, tiny_batch):
-    from lit_modules.rollout import sample_group
-
     batch, eos, pad = tiny_batch
     torch.manual_seed(123)
     ours = sample_group(base_model, batch, group_size=G, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
@@ -81,7 +87,7 @@ def test_shared_prefix_sampling_equals_hf_generate_for_same_seed(base_model, tin
 
 def test_completion_logits_from_captured_embeds_equal_full_media_forward(base_model, tiny_batch, tiny_processor):
     """The update forward (merged embeddings + explicit M-RoPE positions) equals a plain forward with media."""
-    from lit_modules.rollout import completion_logits, sample_group
+    from avcot.rollout import completion_logits
 
     batch, eos, pad = tiny_batch
     rollout = sample_group(base_model, batch, group_size=1, max_new_tokens=N, eos_token_id=eos, pad_token_id=pad,
@@ -97,14 +103,14 @@ def test_completion_logits_from_captured_embeds_equal_full_media_forward(base_mo
 
 
 def test_completion_mask_stops_after_first_eos():
-    from lit_modules.rollout import completion_mask
+    from avcot.rollout import completion_mask
 
     ids = torch.tensor([[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0]])
     assert completion_mask(ids, 2).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
 
 
 def test_prompt_only_turns_sft_batch_into_left_padded_prompts(tiny_processor, tiny_batch):
-    from lit_modules.rollout import prompt_only
+    from avcot.rollout import prompt_only
 
     batch, _, pad = tiny_batch
     with_targets = collate([encode_example(tiny_processor, p, target=t) for p, t in zip(_prompts(), ["ab", "a b c d"])],
@@ -117,7 +123,7 @@ def test_prompt_only_turns_sft_batch_into_left_padded_prompts(tiny_processor, ti
 
 def test_reference_with_adapter_disabled_equals_base_model(base_model, tiny_batch):
     from avcot.model import LoraSettings, apply_lora, load_thinker
-    from lit_modules.rollout import completion_logits, sample_group
+    from avcot.rollout import completion_logits
 
     batch, eos, pad = tiny_batch
     policy = apply_lora(load_thinker("tiny"), LoraSettings(dropout=0.0)).eval()
@@ -273,9 +279,9 @@ def test_static_rollout_equals_dynamic_rollout(tiny_batch, temperature):
     assert torch.equal(sta.completion_ids[:, :n], dyn.completion_ids)
     assert not sta.completion_ids[:, n:].ne(module.pad_id).any()  # only pad beyond the dynamic length
     assert torch.equal(sta.completion_mask[:, :n], dyn.completion_mask)
-    assert torch.allclose(sta.prefix.embeds, dyn.prefix.embeds, atol=1e-6)
-    assert torch.equal(sta.prefix.positions, dyn.prefix.positions)
-    assert torch.equal(sta.prefix.next_position, dyn.prefix.next_position)
+    assert torch.allclose(sta.prefill.embeds, dyn.prefill.embeds, atol=1e-6)
+    assert torch.equal(sta.prefill.positions, dyn.prefill.positions)
+    assert torch.equal(sta.prefill.next_position, dyn.prefill.next_position)
 
 
 def test_static_rollout_is_refused_under_fsdp2():

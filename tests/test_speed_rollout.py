@@ -4,10 +4,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avcot.generate import generate_ids
+from avcot.chat import model_inputs
 from avcot.model import LoraSettings, apply_lora, load_thinker
-from avcot.speed.rollout import RolloutSettings, StaticDecoder, next_tokens
+from avcot.rollout import RolloutEngine, RolloutSettings, next_tokens
 from speed_fixtures import tiny_batch
+
+
+def hf_generate_ids(model, batch, **kw) -> torch.Tensor:
+    """HF `generate`'s new tokens (the independent reference)."""
+    with torch.no_grad():
+        out = model.generate(**model_inputs(batch, with_labels=False), do_sample=False, **kw)
+    return out[:, batch["input_ids"].shape[1]:]
+
+
+def static(**kw) -> RolloutSettings:
+    return RolloutSettings(static=True, **kw)
+
+
+def static_ids(model, batch, settings: RolloutSettings, engine: RolloutEngine | None = None, **kw) -> torch.Tensor:
+    return (engine or RolloutEngine(model)).sample(batch, settings, **kw).completion_ids
 
 
 @pytest.fixture(scope="module")
@@ -21,44 +36,44 @@ def test_greedy_equals_hf_generate_and_groups_repeat(tiny_processor, policy, use
     tok = tiny_processor.tokenizer
     batch = tiny_batch(tiny_processor, side="left", with_target=False, use_audio_in_video=use_audio_in_video)
     assert batch["attention_mask"][:, 0].tolist() == [1, 0]  # left-padded: rows of different lengths
-    ref = generate_ids(policy, batch, max_new_tokens=8, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                       pad_token_id=tok.pad_token_id)
-    dec = StaticDecoder(policy)
-    assert dec.compiled is False  # CPU: eager
-    ours = dec.rollout(batch, RolloutSettings(max_new_tokens=8, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                                              pad_token_id=tok.pad_token_id))
+    ref = hf_generate_ids(policy, batch, max_new_tokens=8, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                          pad_token_id=tok.pad_token_id)
+    engine = RolloutEngine(policy)
+    settings = static(max_new_tokens=8, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                      pad_token_id=tok.pad_token_id)
+    assert engine.compiles(settings) is False  # CPU: eager
+    ours = static_ids(policy, batch, settings, engine)
     assert ours.tolist() == ref.tolist()
-    group = dec.rollout(batch, RolloutSettings(max_new_tokens=8, group_size=3, pad_token_id=tok.pad_token_id))
+    group = static_ids(policy, batch, static(max_new_tokens=8, group_size=3, pad_token_id=tok.pad_token_id), engine)
     assert group.shape == (6, 8) and group.tolist() == ours.repeat_interleave(3, 0).tolist()
 
 
 def test_eos_stops_a_row_like_generate(tiny_processor, policy):
     tok = tiny_processor.tokenizer
     batch = tiny_batch(tiny_processor, side="left", with_target=False)
-    free = StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=6, pad_token_id=tok.pad_token_id))
+    free = static_ids(policy, batch, static(max_new_tokens=6, pad_token_id=tok.pad_token_id))
     eos = int(free[0, 2])  # make row 0's third token the EOS
-    ref = generate_ids(policy, batch, max_new_tokens=6, eos_token_id=eos, pad_token_id=tok.pad_token_id)
-    ours = StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=6, eos_token_id=eos,
-                                                                pad_token_id=tok.pad_token_id))
+    ref = hf_generate_ids(policy, batch, max_new_tokens=6, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+    ours = static_ids(policy, batch, static(max_new_tokens=6, eos_token_id=eos, pad_token_id=tok.pad_token_id))
     assert ours[0].tolist() == free[0, :3].tolist() + [tok.pad_token_id] * 3
     assert ours.tolist() == ref[:, :6].tolist()
 
 
 def test_bucketed_cache_gives_the_same_tokens(tiny_processor, policy):
     """Rounding the static cache up (masked spare slots, reused across prompt lengths) changes no token."""
-    from avcot.speed.rollout import cache_length
+    from avcot.rollout import cache_length
 
     assert cache_length(118, 8, 256) == 256 and cache_length(250, 8, 256) == 512 and cache_length(5, 3, 1) == 8
     tok = tiny_processor.tokenizer
     batch = tiny_batch(tiny_processor, side="left", with_target=False)
-    exact = StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=8, group_size=2, cache_bucket=1,
-                                                                 pad_token_id=tok.pad_token_id))
-    dec = StaticDecoder(policy)
-    bucketed = RolloutSettings(max_new_tokens=8, group_size=2, cache_bucket=64, pad_token_id=tok.pad_token_id)
+    exact = static_ids(policy, batch, static(max_new_tokens=8, group_size=2, cache_bucket=1,
+                                             pad_token_id=tok.pad_token_id))
+    engine = RolloutEngine(policy)
+    bucketed = static(max_new_tokens=8, group_size=2, cache_bucket=64, pad_token_id=tok.pad_token_id)
     longer = tiny_batch(tiny_processor, seconds=(2.0, 2.6), side="left", with_target=False)
-    first = dec.rollout(longer, bucketed)  # leaves its keys/values in the spare slots of the reused cache
-    assert dec.rollout(batch, bucketed).tolist() == exact.tolist()
-    assert first.tolist() == StaticDecoder(policy).rollout(longer, bucketed).tolist()
+    first = static_ids(policy, longer, bucketed, engine)  # leaves its keys/values in the reused cache's spare slots
+    assert static_ids(policy, batch, bucketed, engine).tolist() == exact.tolist()
+    assert first.tolist() == static_ids(policy, longer, bucketed).tolist()
 
 
 def test_next_tokens_greedy_top_p_and_seeded_sampling():
@@ -77,26 +92,26 @@ def test_next_tokens_greedy_top_p_and_seeded_sampling():
 
 def test_right_padded_prompts_are_refused(tiny_processor, policy):
     batch = tiny_batch(tiny_processor, side="right", with_target=False)
-    with pytest.raises(ValueError, match="left-padded"):
-        StaticDecoder(policy).rollout(batch, RolloutSettings(max_new_tokens=2))
+    for settings in (static(max_new_tokens=2), RolloutSettings(max_new_tokens=2)):
+        with pytest.raises(ValueError, match="left-padded"):
+            RolloutEngine(policy).sample(batch, settings)
 
 
-def test_sampling_and_prefix_match_the_grpo_sampler(tiny_processor, policy):
-    """Drop-in for lit_modules.rollout.sample_group: same tokens for the same generator, same prefix."""
-    grpo_rollout = pytest.importorskip("lit_modules.rollout")
+def test_static_sampling_and_prefill_match_the_growing_cache(tiny_processor, policy):
+    """The static cache is an option of the one engine: same tokens for the same generator, same prefill."""
     tok = tiny_processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     batch = tiny_batch(tiny_processor, side="left", with_target=False)
-    theirs = grpo_rollout.sample_group(policy, batch, group_size=3, max_new_tokens=6, eos_token_id=eos,
-                                       pad_token_id=tok.pad_token_id, temperature=1.0,
-                                       generator=torch.Generator().manual_seed(0))
-    settings = RolloutSettings(max_new_tokens=6, group_size=3, do_sample=True, eos_token_id=eos,
-                               pad_token_id=tok.pad_token_id)
-    ids, pre = StaticDecoder(policy).rollout_with_prefill(batch, settings, generator=torch.Generator().manual_seed(0))
-    assert ids.tolist() == theirs.completion_ids.tolist()
-    assert torch.equal(pre.positions, theirs.prefix.positions)
-    assert torch.equal(pre.next_position, theirs.prefix.next_position)
-    torch.testing.assert_close(pre.embeds, theirs.prefix.embeds)
+    runs = [RolloutEngine(policy).sample(batch, RolloutSettings(max_new_tokens=6, group_size=3, do_sample=True,
+                                                                eos_token_id=eos, pad_token_id=tok.pad_token_id,
+                                                                static=flag),
+                                         generator=torch.Generator().manual_seed(0))
+            for flag in (False, True)]
+    growing, fixed = runs
+    assert fixed.completion_ids.tolist() == growing.completion_ids.tolist()
+    assert len({tuple(r) for r in fixed.completion_ids.tolist()}) > 2  # really sampled, not greedy
+    for name in ("input_ids", "mask", "embeds", "positions", "next_position"):
+        assert torch.equal(getattr(fixed.prefill, name), getattr(growing.prefill, name)), name
 
 
 def test_compiled_decode_step_matches_eager_and_follows_weight_updates(tiny_processor):
@@ -108,19 +123,24 @@ def test_compiled_decode_step_matches_eager_and_follows_weight_updates(tiny_proc
     torch._dynamo.reset()
     model = apply_lora(load_thinker(seed=7), LoraSettings(dropout=0.0)).eval()
     batch = tiny_batch(tiny_processor, side="left", with_target=False)
-    settings = RolloutSettings(max_new_tokens=6, group_size=2, pad_token_id=tiny_processor.tokenizer.pad_token_id)
-    eager, compiled = StaticDecoder(model, compile=False), StaticDecoder(model, compile=True)
-    before = eager.rollout(batch, settings)
-    assert compiled.compiled and compiled.rollout(batch, settings).tolist() == before.tolist()
+    pad = tiny_processor.tokenizer.pad_token_id
+    eager_settings, compiled_settings = (static(max_new_tokens=6, group_size=2, pad_token_id=pad, compile=flag)
+                                         for flag in (False, True))
+    eager, compiled = RolloutEngine(model), RolloutEngine(model)
+    before = static_ids(model, batch, eager_settings, eager)
+    assert compiled.compiles(compiled_settings)
+    assert static_ids(model, batch, compiled_settings, compiled).tolist() == before.tolist()
     with torch.no_grad():  # an optimizer step: LoRA B matrices change in place (start at zero)
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.5)
-    after = eager.rollout(batch, settings)
+    after = static_ids(model, batch, eager_settings, eager)
     assert after.tolist() != before.tolist()  # the update changes what is decoded...
     with torch._dynamo.config.patch(error_on_recompile=True):
-        assert compiled.rollout(batch, settings).tolist() == after.tolist()  # ...and the compiled graph sees it
+        # ...and the compiled graph sees it
+        assert static_ids(model, batch, compiled_settings, compiled).tolist() == after.tolist()
         # a prompt of another length (GRPO batches differ) lands in the same cache bucket: no recompile
         longer = tiny_batch(tiny_processor, seconds=(2.0, 2.6), side="left", with_target=False)
         assert longer["input_ids"].shape[1] != batch["input_ids"].shape[1]
-        assert compiled.rollout(longer, settings).tolist() == eager.rollout(longer, settings).tolist()
+        assert (static_ids(model, longer, compiled_settings, compiled).tolist()
+                == static_ids(model, longer, eager_settings, eager).tolist())

@@ -5,7 +5,8 @@ only; audio is always recomputed from `input_features`. To reuse cached audio *a
 (and to stop before the 152k-wide LM head) this module rebuilds what that forward does:
 embed the tokens, scatter the per-item media features at their placeholder positions, compute the
 3-D M-RoPE positions with the model's own `get_rope_index`, and call `model.language_model`.
-The result matches the stock forward (tested in tests/test_speed_embed_loss.py).
+The result matches the stock forward (tested in tests/test_speed_embed_loss.py). It is the one way the
+merged embeddings are obtained: the rollout's prefill (`avcot.rollout`) and the label-only SFT loss both use it.
 
 Media items are handled one by one (one audio clip, one video, one image), so a cache can key each
 item by its own content regardless of how items were batched.
