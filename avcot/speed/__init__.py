@@ -5,5 +5,4 @@
 - `label_loss`: LM head and cross-entropy only at labelled positions.
 - `checkpointing`: activation checkpointing on the language-model decoder layers only.
 - `batching`: length-grouped, seeded batch sampler.
-- `rollout`: prefill once per prompt, expand to G, decode with a static KV cache (compiled on CUDA).
 """

@@ -3,7 +3,7 @@
 `model.gradient_checkpointing_enable()` switches on every checkpointable layer, the frozen audio and
 vision towers' included, and the usual companion `enable_input_require_grads()` makes their inputs
 require grad, so the backward replays and differentiates through the frozen encoders (measured 4x
-slower on the GPU, see ENV.md). Here only `language_model.layers` are checkpointed, with the
+slower on the GPU). Here only `language_model.layers` are checkpointed, with the
 non-reentrant implementation, which needs no input that requires grad; the towers stay as they are
 (run under no_grad by `avcot.speed.embed`). Loss and LoRA gradients equal the uncheckpointed ones.
 """
