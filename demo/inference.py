@@ -1,6 +1,6 @@
 """What the demo runs, without any UI: load a clip, stream an AV-CoT transcription or an MCQ answer.
 
-Generation runs `avcot.generate.generate_ids` in a worker thread feeding a transformers
+Generation runs `avcot.rollout.generate_ids` in a worker thread feeding a transformers
 `TextIteratorStreamer`; each stream yields a new frozen result every time the text grows, with the
 partial text parsed so far, so the UI can fill the fields while tokens arrive. The last result of a
 stream is the final one (`transcribe` / `answer_mcq` return only that).
@@ -141,7 +141,7 @@ def stream_text(loaded: LoadedModel, prompt: Prompt, max_new_tokens: int) -> Ite
     """The generated text so far, yielded each time the streamer hands over new text."""
     from transformers import TextIteratorStreamer
 
-    from avcot.generate import generate_ids
+    from avcot.rollout import generate_ids
 
     tok = loaded.processor.tokenizer
     batch = collate([encode_example(loaded.processor, prompt)], tok.pad_token_id, padding_side="left")

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from avcot.generate import generate_texts
+from avcot.rollout import generate_texts
 
 CkptKind = Literal["none", "adapter", "full"]
 
