@@ -8,6 +8,9 @@ or another DataModule (e.g. an MCQ one). Without a class_path the defaults above
 
 `predict` writes `predictions.output_path` (JSONL, one {id, text, extracted} line per clip) through the
 `PredictionWriter` callback, which is always attached.
+
+A known user error (a base checkpoint that cannot be loaded, e.g. pickle weights) ends the command with
+its one-line message on stderr and exit status 2, not a traceback.
 """
 from __future__ import annotations
 
@@ -46,5 +49,12 @@ def main(args: list[str] | None = None, *, run: bool = True) -> AvcotCLI:
     )
 
 
+def run(args: list[str] | None = None) -> int:
+    """`main` as a command: 0 on success, 2 with a one-line `error: ...` on stderr for a known user error."""
+    from avcot.cli_errors import run_command
+
+    return run_command(main, args)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

@@ -4,7 +4,9 @@
 (audio tower + vision tower + language model) at toy width, matching the embedded tiny processor's
 vocabulary. Any other `base` is a checkpoint directory or a hub id already in the user's HF cache,
 loaded with `from_pretrained(trust_remote_code=False)`; a full Qwen2.5-Omni checkpoint (thinker +
-talker) is accepted too: only the thinker weights are loaded.
+talker) is accepted too: only the thinker weights are loaded. Weights load from safetensors only: a
+checkpoint whose weights are pickle files (`pytorch_model.bin`, `*.pt`, ...) is refused with
+`UnsafeCheckpointError` before anything opens them, because unpickling can run arbitrary code.
 
 Both papers freeze the audio and vision encoders and train LoRA on the language model only; so does
 `apply_lora`. `quantization="nf4"` loads the base in 4-bit with bitsandbytes (QLoRA).
@@ -23,6 +25,17 @@ from avcot.processor import TINY
 LM_ATTENTION = r".*language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
 LM_ALL_LINEAR = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 ENCODERS = ("audio_tower", "visual")
+# Weight files that torch/transformers would unpickle; refused for bases (adapters: see load_adapter).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+SAFE_INDEX = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A base checkpoint that cannot be loaded; the one-line message names the file and says why."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A base checkpoint whose weights are pickle files: refused before anything unpickles them."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,58 @@ def _bnb_config(compute_dtype: torch.dtype):
     )
 
 
+def _pickle_refusal(weights: Path) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"refusing to load {weights}: it is a pickle file, and unpickling can run arbitrary code; convert the "
+        "checkpoint to safetensors (in a trusted environment: from_pretrained(...).save_pretrained(dir), "
+        "which writes model.safetensors) and load that directory"
+    )
+
+
+def check_safetensors_weights(directory: str | Path) -> None:
+    """Accept `directory` only if its model weights are safetensors; else a one-line `CheckpointError`.
+
+    `model.safetensors` or a `model.safetensors.index.json` whose shards are all `.safetensors` files on
+    disk is accepted (pickle files lying beside them are never read: loading passes use_safetensors=True).
+    Pickle-only weights raise `UnsafeCheckpointError` naming the file; no weights at all, or a missing
+    shard, raise `CheckpointError`. Nothing is opened but the JSON index.
+    """
+    import json
+
+    root = Path(directory)
+    if (root / "model.safetensors").is_file():
+        return
+    index = root / SAFE_INDEX
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a safetensors index (a JSON object with a "
+                                  f"'weight_map'): {type(e).__name__}") from None
+        for shard in shards:
+            if not str(shard).endswith(".safetensors"):
+                raise _pickle_refusal(root / str(shard))
+            if not (root / shard).is_file():
+                raise CheckpointError(f"{root / shard} is listed in {index} but does not exist")
+        return
+    pickles = sorted(p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise _pickle_refusal(pickles[0])
+    raise CheckpointError(f"{root} has no model weights: expected model.safetensors or {SAFE_INDEX}")
+
+
+def _weights_dir(where: str) -> Path | None:
+    """The local directory `where` (a path or a hub id in the HF cache) holds its files in, if known."""
+    if Path(where).is_dir():
+        return Path(where)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(where, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: from_pretrained's own error (use_safetensors=True) says so
+        return None
+
+
 def _from_pretrained(base, torch_dtype, quantization, attn_implementation, trust_remote_code):
     from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -149,7 +214,8 @@ def _from_pretrained(base, torch_dtype, quantization, attn_implementation, trust
             f"cannot load a Qwen2.5-Omni checkpoint from {base!r}: expected a local directory with config.json "
             f"and safetensors weights (or 'tiny' for the embedded default). Cause: {e}"
         ) from e
-    kwargs = dict(dtype=torch_dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+    kwargs = dict(dtype=torch_dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+                  use_safetensors=True)
     if quantization == "nf4":
         kwargs["quantization_config"] = _bnb_config(torch_dtype)
     if cfg.model_type == "qwen2_5_omni":  # full model (thinker + talker): keep the thinker only
@@ -157,6 +223,9 @@ def _from_pretrained(base, torch_dtype, quantization, attn_implementation, trust
         kwargs["key_mapping"] = {r"^thinker\.": ""}
     elif cfg.model_type != "qwen2_5_omni_thinker":
         raise ValueError(f"{base!r} is a {cfg.model_type!r} checkpoint; expected qwen2_5_omni or qwen2_5_omni_thinker")
+    local = _weights_dir(where)
+    if local is not None:  # refuse pickle weights with a clear message before transformers sees them
+        check_safetensors_weights(local)
     return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(where, **kwargs)
 
 
@@ -170,7 +239,7 @@ def _quantize_in_place(model):
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-            tmp, dtype=dtype, quantization_config=_bnb_config(dtype)
+            tmp, dtype=dtype, quantization_config=_bnb_config(dtype), use_safetensors=True
         )
 
 

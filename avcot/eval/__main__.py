@@ -97,4 +97,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from avcot.cli_errors import run_command  # a bad checkpoint ends with one line, not a traceback
+    sys.exit(run_command(main))
