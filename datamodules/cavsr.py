@@ -9,16 +9,19 @@ Targets: `target="avcot"` trains on the row's AV-CoT trace (a row without one is
 silently trained on its transcript); `target="transcript"` trains on the plain transcript with the plain
 instruction (the paper's "w/o AV-CoT" ablation). Predict batches are left-padded and carry no target.
 
-Bad rows follow `on_bad_row`: "skip" writes one line per reject (row id, source file, stage, reason)
-to `<run_dir>/rejects.jsonl` and carries on; "error" raises naming the manifest file and row. Rows are
-checked up front (columns, ids, text, target, media files probe-able) so `counts` is complete before
-training: rows_in = rows_used + rows_rejected, per manifest.
+Bad rows follow `on_bad_row`: "skip" writes one line per reject (row id, stage, reason naming the line,
+source file) to `<run_dir>/rejects.jsonl` and carries on; "error" raises naming the manifest file, row and
+line. Rows are checked up front (each line readable, the `avcot.manifest` field schema shared with the
+pipeline, unique ids, target, media files present with readable headers); a clip that still fails to decode
+is rejected when it is first decoded, or up front with `check_media: true`. rows_in = rows_used +
+rows_rejected per manifest is printed at each epoch end and at the end of the run (`datamodules.report`).
 """
 from __future__ import annotations
 
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -26,27 +29,28 @@ from typing import Literal
 from torch.utils.data import DataLoader
 
 from avcot.chat import Prompt, encode_example
-from avcot.records import Clip, Reject
+from avcot.manifest import cavsr_fields
+from avcot.records import Clip
 from datamodules.base import ManifestDataModule
 from datamodules.common import (
     BadRowPolicy,
     Example,
     ExampleDataset,
+    ManifestRow,
     MediaSettings,
     RejectLog,
     RowCounts,
-    require_rows,
+    StageError,
     VideoMode,
     audio_seconds,
     collate_examples,
     load_av,
-    read_manifest,
-    reject_or_raise,
+    load_manifest,
+    media_problem,
+    require_rows,
     resolve_media,
-    row_label,
     stable_seed,
     text_tokens,
-    validate_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -56,14 +60,11 @@ Target = Literal["avcot", "transcript"]
 
 
 def clip_from_row(row: dict, base_dir: Path) -> Clip:
-    """A manifest row as a `Clip`, media paths made absolute (relative = under the manifest's directory)."""
-    trace = row.get("trace")
-    return Clip(
-        id=str(row["id"]), video=resolve_media(row.get("video"), base_dir),
-        audio=resolve_media(row.get("audio"), base_dir), text=row["text"],
-        pinyin=row.get("pinyin") or "", cue=row.get("cue") or "",
-        trace=trace if isinstance(trace, str) and trace.strip() else None,
-    )
+    """A manifest row as a `Clip` (fields checked by `avcot.manifest.cavsr_fields`, the pipeline's schema
+    too; ValueError saying what is wrong), media paths made absolute (relative = under the manifest's dir)."""
+    f = cavsr_fields(row)
+    return Clip(id=f.id, video=resolve_media(f.video, base_dir), audio=resolve_media(f.audio, base_dir),
+                text=f.text, pinyin=f.pinyin, cue=f.cue, trace=f.trace)
 
 
 def target_text(clip: Clip, target: Target) -> str:
@@ -75,23 +76,6 @@ def target_text(clip: Clip, target: Target) -> str:
             raise ValueError("target='avcot' but the row has no trace (use target='transcript' for plain SFT)")
         return clip.trace
     raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
-
-
-def media_problem(clip: Clip) -> str | None:
-    """Why the clip's media cannot be read (missing file, unreadable container), or None."""
-    from avcot import media
-
-    paths = [p for p in (clip.video, clip.audio) if p is not None]
-    if not paths:
-        return "row has neither video nor audio"
-    for p in paths:
-        if not Path(p).is_file():
-            return f"media file {p!r} does not exist"
-        try:
-            media.probe(p)
-        except Exception as e:  # noqa: BLE001 - any probe failure means the file is unusable
-            return f"media file {p!r} cannot be read: {e}"
-    return None
 
 
 def random_partner(clip: Clip, clips: Sequence[Clip], seed: int) -> str | None:
@@ -131,37 +115,32 @@ def clip_length(clip: Clip, tokenizer, target: Target, settings: MediaSettings) 
                             audio_seconds(clip.audio, clip.video), settings.max_seconds, visual)
 
 
-def prepare_clips(path: str | Path, *, target: Target | None, policy: BadRowPolicy, rejects: RejectLog | None,
-                  check_media: bool = True) -> tuple[list[tuple[dict, Clip]], RowCounts]:
-    """Read + validate a CAVSR manifest: (row, Clip) pairs that passed, and the row counts.
+def checked_clip(row: dict, base_dir: Path, target: Target | None) -> Clip:
+    """The row's `Clip` after the up-front checks (fields, target, media files); `StageError` naming the stage."""
+    clip = clip_from_row(row, base_dir)
+    if target is not None:
+        try:
+            target_text(clip, target)
+        except ValueError as e:
+            raise StageError("target", str(e)) from e
+    problem = media_problem([clip.video, clip.audio])
+    if problem is not None:
+        raise StageError("media", problem)
+    return clip
+
+
+def prepare_clips(path: str | Path, *, target: Target | None, policy: BadRowPolicy,
+                  rejects: RejectLog | None) -> tuple[list[ManifestRow], RowCounts]:
+    """Read + check a CAVSR manifest: the rows that passed (items are `Clip`s), and the up-front row counts.
 
     `target=None` skips the target check (predict needs no trace).
     """
     path = Path(path).expanduser().resolve()
-    source = str(path)
-    rows = read_manifest(path)
-    before = rejects.count if rejects is not None else 0
-    good = validate_rows(rows, required=REQUIRED_COLUMNS, text_fields=("text",), source=source,
-                         policy=policy, rejects=rejects)
-    kept: list[tuple[dict, Clip]] = []
-    for i, row in enumerate(good):
-        try:
-            clip = clip_from_row(row, path.parent)
-            problem, stage = None, "target"
-            if target is not None:
-                target_text(clip, target)
-            stage = "media"
-            problem = media_problem(clip) if check_media else None
-        except ValueError as e:
-            problem = str(e)
-        if problem is not None:
-            reject_or_raise(Reject(row_label(row, i), stage, problem, source), policy, rejects)
-            continue
-        kept.append((row, clip))
-    rejected = (rejects.count - before) if rejects is not None else len(rows) - len(kept)
-    counts = RowCounts(rows_in=len(rows), rows_used=len(kept), rows_rejected=rejected)
-    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d", source, counts.rows_in, counts.rows_used,
-             counts.rows_rejected)
+    kept, rows_in = load_manifest(path, required=REQUIRED_COLUMNS, build=partial(checked_clip, base_dir=path.parent,
+                                  target=target), policy=policy, rejects=rejects)
+    counts = RowCounts(rows_in=rows_in, rows_used=len(kept), rows_rejected=rows_in - len(kept))
+    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d (before decoding)", path, counts.rows_in,
+             counts.rows_used, counts.rows_rejected)
     return kept, counts
 
 
@@ -189,7 +168,7 @@ class CavsrDataModule(ManifestDataModule):
         use_audio_in_video: bool = False,
         on_bad_row: BadRowPolicy = "skip",
         rejects_path: str | None = None,
-        check_media: bool = True,
+        check_media: bool = False,
         group_by_length: bool = False,
     ):
         """
@@ -215,7 +194,10 @@ class CavsrDataModule(ManifestDataModule):
             use_audio_in_video: Interleave audio with the video frames (Qwen2.5-Omni layout); travels in each batch.
             on_bad_row: "skip" writes rejects and carries on; "error" raises naming the manifest file and row.
             rejects_path: Rejects JSONL; default `<trainer log dir>/rejects.jsonl` (only logged without a trainer).
-            check_media: Probe every media file up front so bad files are rejected before training starts.
+            check_media: Decode (and encode) every row in setup, in `num_workers` workers, so rows whose media
+                fail to decode are rejected before training and rows_used/rows_rejected are final from the
+                start (one extra decode pass). Off: files must exist with readable headers up front, and a
+                clip that fails to decode is rejected when an epoch first reaches it.
             group_by_length: Training batches of similar length (target tokens + audio seconds, estimated from
                 the text and the media headers), shuffled per epoch: less padding (speed lever, bench/README.md).
         """
@@ -226,37 +208,43 @@ class CavsrDataModule(ManifestDataModule):
             raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
         if on_bad_row not in ("skip", "error"):
             raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
-        self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------
 
-    def _clips(self, path: str, with_target: bool) -> list[tuple[dict, Clip]]:
-        kept, counts = prepare_clips(path, target=self.hparams.target if with_target else None,
-                                     policy=self.hparams.on_bad_row, rejects=self.rejects,
-                                     check_media=self.hparams.check_media)
-        self.counts[str(Path(path).expanduser().resolve())] = counts
+    def _clips(self, path: str, with_target: bool) -> list[ManifestRow]:
+        source = str(Path(path).expanduser().resolve())
+        kept, counts = prepare_clips(source, target=self.hparams.target if with_target else None,
+                                     policy=self.hparams.on_bad_row, rejects=self.rejects)
+        self.rows_in[source] = counts.rows_in
         return require_rows(kept, counts, path, self.rejects)
 
-    def _dataset(self, pairs: list[tuple[dict, Clip]], source: str, with_target: bool = True) -> ExampleDataset:
-        build = _RowBuilder([c for _, c in pairs], self.hparams.seed, processor=self.processor,
-                        target=self.hparams.target, settings=self.media,
-                        use_audio_in_video=self.hparams.use_audio_in_video, with_target=with_target)
-        return ExampleDataset([r for r, _ in pairs], build, source=source, policy=self.hparams.on_bad_row,
-                              rejects=self.rejects)
+    def _builder(self, clips: list[Clip], with_target: bool, settings: MediaSettings | None = None) -> _RowBuilder:
+        return _RowBuilder(clips, self.hparams.seed, processor=self.processor, target=self.hparams.target,
+                           settings=settings or self.media, use_audio_in_video=self.hparams.use_audio_in_video,
+                           with_target=with_target)
+
+    def _dataset(self, rows: list[ManifestRow], path: str, with_target: bool = True) -> ExampleDataset:
+        source = str(Path(path).expanduser().resolve())
+        # The decode check reads each clip's own frames: a 'random' partner is drawn among the rows that pass.
+        own = replace(self.media, video="true") if self.media.video == "random" else self.media
+        rows = self.decoded_rows(rows, self._builder([r.item for r in rows], with_target, own), source)
+        return ExampleDataset(rows, self._builder([r.item for r in rows], with_target), source=source,
+                              policy=self.hparams.on_bad_row)
 
     # -- Lightning hooks -----------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        self.attach_report()
         if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
-            pairs = self._clips(hp.train_manifest, True)
+            rows = self._clips(hp.train_manifest, True)
             if hp.val_manifest:
-                train, val = pairs, self._clips(hp.val_manifest, True)
+                train, val = rows, self._clips(hp.val_manifest, True)
             else:
-                train, val = self.split(pairs)
+                train, val = self.split(rows)
             self.datasets["train"] = self._dataset(train, hp.train_manifest)
-            self.records["train"] = [c for _, c in train]
+            self.records["train"] = self.items(train, self.datasets["train"])
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest)
         if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
             self.datasets["val"] = self._dataset(self._clips(hp.val_manifest, True), hp.val_manifest)
@@ -275,15 +263,10 @@ class CavsrDataModule(ManifestDataModule):
         return clip_length(record, tokenizer, self.hparams.target, self.media)
 
     def _loader(self, split: str, *, shuffle: bool, padding_side: str = "right") -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(f"no {split} dataset: call setup() with the matching stage first")
-        ds = self.datasets[split]
         bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
         pad = self.processor.tokenizer.pad_token_id
-        return DataLoader(ds, batch_size=bs, num_workers=self.hparams.num_workers,
-                          sampler=self.sampler(split, len(ds), bs, shuffle=shuffle),
-                          collate_fn=partial(collate_examples, pad_id=pad, padding_side=padding_side,
-                                             hash_media=self.hash_media))
+        return self.row_loader(split, bs, partial(collate_examples, pad_id=pad, padding_side=padding_side,
+                                                  hash_media=self.hash_media), shuffle=shuffle)
 
     def predict_dataloader(self) -> DataLoader:
         # Left padding: generated tokens must follow each row's last prompt token.

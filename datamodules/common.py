@@ -1,21 +1,25 @@
 """Generic manifest -> dataset plumbing shared by every DataModule (CAVSR, MCQ/AVRT) and by eval/demo.
 
 What lives here (none of it knows about a particular task):
-- `read_manifest(path)`: Parquet or JSONL/JSON via polars, one dict per row, with a clear error naming the file.
-- `validate_rows(...)`: required columns (structural: always an error), duplicate ids and empty/non-string
-  text fields (per row: raised in "error" mode, recorded as a `Reject` in "skip" mode).
+- `load_manifest(path, ...)`: the manifest read line by line (`avcot.manifest.read_manifest`: a line that is not
+  UTF-8, not JSON or not an object is that line's reject), each record checked and typed by the DataModule's
+  `build` (the field schema of `avcot.manifest`, shared with the pipeline), duplicate ids refused. Rejects
+  name the line; a missing required column is a structural error.
 - `RejectLog` + `reject_or_raise`: the on_bad_row policy. "skip" appends one JSONL line per bad row
-  (row_id, source, stage, reason) and carries on; "error" raises `BadRowError` naming manifest file and row.
-- `resolve_media(value, base_dir)`: relative media paths are relative to the manifest's directory.
+  (row_id, stage, reason, source) and counts it once per (manifest, line); "error" raises `BadRowError`
+  naming manifest file, row and line.
+- `resolve_media(value, base_dir)`: relative media paths are relative to the manifest's directory;
+  `media_problem(...)`: the cheap up-front media check (files exist, headers readable).
 - `load_av(...)`: frames (uniformly sampled, size a multiple of 28, even count) + 16 kHz audio, with the
   video ablations "true" | "black" | "random" (another clip's frames) | "none" (audio only);
   fps = num_frames / clip duration.
 - `split_rows(...)`: seeded train/val split by a fraction, optionally by a group column (e.g. sentence_id)
   so that validation sentences are unseen in training.
-- `ExampleDataset`: decodes media in `__getitem__` (nothing is cached), turns decode failures into rejects
-  or errors; `collate_examples` drops skipped rows and keeps ids in `batch["ids"]`.
-- `EpochSeededSampler`: a shuffle that depends only on (seed, epoch), so a run resumed from a checkpoint
-  sees the same batches as an uninterrupted one.
+- `ExampleDataset`: decodes media in `__getitem__` (nothing is cached); a decode failure is a `Skipped`
+  marker (skip) or a `BadRowError` (error). `collate_examples` drops the skipped rows, keeps ids in
+  `batch["ids"]` and carries the `Skipped` to the main process (`datamodules.loader.RowLoader` records them).
+- `EpochSeededSampler`: a shuffle that depends only on (seed, epoch); with `RowLoader` a run resumed from a
+  checkpoint sees the same batches as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -34,13 +38,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from avcot.chat import PATCH_FACTOR, Encoded, collate
+from avcot.manifest import read_manifest
 from avcot.records import Reject
 
 log = logging.getLogger(__name__)
 
 BadRowPolicy = Literal["skip", "error"]
 VideoMode = Literal["true", "black", "random", "none"]
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 class BadRowError(ValueError):
@@ -69,52 +73,58 @@ class Example:
 # ----------------------------------------------------------------------------------------------- manifests
 
 
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a Parquet or JSONL (or JSON array) manifest as dicts, in file order."""
-    import polars as pl
+class StageError(ValueError):
+    """A row check failed at a named stage ("manifest", "target", "media"); the message is the reason."""
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        elif suffix == ".jsonl":
-            frame = pl.read_ndjson(path, infer_schema_length=None)
-        elif suffix == ".json":
-            frame = pl.read_json(path, infer_schema_length=None)
-        else:
-            raise ValueError(f"unsupported manifest suffix {suffix!r}; expected one of {MANIFEST_SUFFIXES}")
-    except (pl.exceptions.PolarsError, OSError) as e:
-        raise ValueError(f"cannot read manifest {str(path)!r}: {e}") from e
-    return frame.to_dicts()
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
 
 
-def row_label(row: dict, index: int) -> str:
-    """How a row is named in errors and rejects: its id when it has a usable one, else its position."""
-    rid = row.get("id")
-    return str(rid) if isinstance(rid, str | int) and str(rid).strip() else f"#{index}"
+@dataclass(frozen=True)
+class ManifestRow:
+    """A manifest row that passed the up-front checks: its line, the raw record and the typed item built from it."""
+
+    line: int
+    record: dict
+    item: Any
+    """The `Clip` / `McqItem` the DataModule built (its `.id` is the row id)."""
 
 
 class RejectLog:
-    """Append-only rejects JSONL (one `Reject` per line). Thread-safe; lines are written whole and flushed."""
+    """Rejects JSONL (one `Reject` per line) and the count of rejected rows per manifest.
+
+    A row is recorded once per (manifest, line) however often it fails (every epoch, on several ranks);
+    `rejected(source)` counts those rows. Thread-safe; lines are written whole and flushed.
+    """
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path is not None else None
         self.count = 0
+        self.lines: dict[str, set[int]] = {}
+        """Rejected line numbers per manifest (source)."""
         self._lock = threading.Lock()
 
-    def add(self, reject: Reject) -> None:
+    def add(self, reject: Reject, line: int | None = None) -> bool:
+        """Record `reject` (of manifest line `line`); False when that row was already recorded."""
         with self._lock:
+            if line is not None:
+                seen = self.lines.setdefault(reject.source, set())
+                if line in seen:
+                    return False
+                seen.add(line)
             self.count += 1
             log.warning("rejected row %s from %s at %s: %s", reject.row_id, reject.source, reject.stage,
                         reject.reason)
-            if self.path is None:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+            return True
+
+    def rejected(self, source: str) -> int:
+        """Rows of manifest `source` rejected so far (each row once)."""
+        return len(self.lines.get(source, ()))
 
 
 def require_rows(kept: list, counts: RowCounts, path: str, rejects: RejectLog) -> list:
@@ -128,57 +138,79 @@ def require_rows(kept: list, counts: RowCounts, path: str, rejects: RejectLog) -
     return kept
 
 
-def reject_or_raise(reject: Reject, policy: BadRowPolicy, rejects: RejectLog | None) -> None:
+def reject_or_raise(reject: Reject, policy: BadRowPolicy, rejects: RejectLog | None, line: int | None = None) -> None:
     """Apply the bad-row policy: raise naming file and row ("error"), or record the reject ("skip")."""
     if policy == "error":
         raise BadRowError(f"{reject.source}: row {reject.row_id}: {reject.stage}: {reject.reason}")
     if policy != "skip":
         raise ValueError(f"on_bad_row must be 'skip' or 'error', got {policy!r}")
     if rejects is not None:
-        rejects.add(reject)
+        rejects.add(reject, line)
 
 
-def check_columns(rows: Sequence[dict], required: Iterable[str], source: str) -> None:
+def check_columns(records: Sequence[dict], required: Iterable[str], source: str) -> None:
     """Missing required columns is a structural error (never skippable): every row would be rejected."""
-    if not rows:
-        raise ValueError(f"manifest {source!r} has no rows")
-    present = set().union(*(r.keys() for r in rows))
+    present = set().union(*(r.keys() for r in records))
     missing = [c for c in required if c not in present]
-    if missing:
+    if records and missing:
         raise ValueError(f"manifest {source!r} lacks required column(s) {missing}; it has {sorted(present)}")
 
 
-def row_problem(row: dict, text_fields: Iterable[str], seen: set[str]) -> str | None:
-    """Why a row is unusable (id missing/duplicate, text field empty or not a string), or None."""
-    rid = row.get("id")
-    if not isinstance(rid, str | int) or not str(rid).strip():
-        return f"id must be a non-empty string, got {rid!r}"
-    if str(rid) in seen:
-        return f"duplicate id {str(rid)!r}"
-    for name in text_fields:
-        value = row.get(name)
-        if not isinstance(value, str):
-            return f"column {name!r} must be a string, got {type(value).__name__}"
-        if not value.strip():
-            return f"column {name!r} is empty"
-    return None
+def load_manifest(path: Path, *, required: Iterable[str], build: Callable[[dict], Any], policy: BadRowPolicy,
+                  rejects: RejectLog | None) -> tuple[list[ManifestRow], int]:
+    """(rows that passed, rows_in) of a manifest read line by line (`avcot.manifest.read_manifest`).
 
-
-def validate_rows(rows: Sequence[dict], *, required: Iterable[str], text_fields: Iterable[str], source: str,
-                  policy: BadRowPolicy, rejects: RejectLog | None) -> list[dict]:
-    """Rows that pass the up-front checks; bad ones are rejected or raised per `policy`."""
-    check_columns(rows, required, source)
-    text_fields = tuple(text_fields)
+    `build(record)` returns the typed item or raises ValueError (`StageError` to name the stage). An
+    unreadable line, a failed check or a duplicate id is a reject naming the line (or an error, per
+    `policy`); a missing required column or a file with no rows at all is a structural error.
+    """
+    source = str(path)
+    entries = read_manifest(path)
+    if not entries:
+        raise ValueError(f"manifest {source!r} has no rows")
+    check_columns([e.record for e in entries if e.record is not None], required, source)
+    kept: list[ManifestRow] = []
     seen: set[str] = set()
-    kept = []
-    for i, row in enumerate(rows):
-        problem = row_problem(row, text_fields, seen)
-        if problem is not None:
-            reject_or_raise(Reject(row_label(row, i), "manifest", problem, source), policy, rejects)
+    for e in entries:
+        rid = row_label(e.record or {}, e.line)
+        try:
+            if e.error is not None:
+                raise StageError("manifest", e.error)
+            item = build(e.record)
+            if item.id in seen:
+                raise StageError("manifest", f"duplicate id {item.id!r}")
+        except ValueError as exc:
+            stage = exc.stage if isinstance(exc, StageError) else "manifest"
+            reject_or_raise(Reject(rid, stage, f"line {e.line}: {exc}", source), policy, rejects, e.line)
             continue
-        seen.add(str(row["id"]))
-        kept.append(row)
-    return kept
+        seen.add(item.id)
+        kept.append(ManifestRow(e.line, e.record, item))
+    return kept, len(entries)
+
+
+def row_label(row: dict, line: int) -> str:
+    """How a row is named in errors and rejects: its id when it has a usable one, else its line."""
+    rid = row.get("id")
+    return str(rid) if isinstance(rid, str | int) and str(rid).strip() else f"line {line}"
+
+
+def media_problem(media: Sequence[str | None], files: Sequence[str | None] = ()) -> str | None:
+    """Why a row's media cannot be used up front, or None: a file is missing, or a video/audio file in
+    `media` has unreadable headers (`avcot.media.probe`, cached per file). `files` (images) must only exist.
+    Decoding can still fail later (a truncated stream): `check_media` decodes every row to find those."""
+    from avcot import media as av
+
+    for p in [*media, *files]:
+        if p is not None and not Path(p).is_file():
+            return f"media file {p!r} does not exist"
+    for p in media:
+        if p is None:
+            continue
+        try:
+            av.probe(p)
+        except Exception as e:  # noqa: BLE001 - any probe failure means the file is unusable
+            return f"media file {p!r} cannot be read: {e}"
+    return None
 
 
 def resolve_media(value: Any, base_dir: Path) -> str | None:
@@ -331,52 +363,67 @@ def text_tokens(tokenizer, *texts: str | None) -> int:
 # ----------------------------------------------------------------------------------------------- dataset
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A row whose example could not be built ("skip" policy). Built in a loader worker, it travels in the
+    batch to the main process, where `RowLoader` records it once in the `RejectLog` (workers cannot share
+    one)."""
+
+    line: int
+    reject: Reject
+
+
+@dataclass(frozen=True)
+class SkippedBatch:
+    """What `collate_examples` returns when every row of a batch was skipped; `RowLoader` turns it into None."""
+
+    skipped: tuple[Skipped, ...]
+
+
 class ExampleDataset(Dataset):
-    """Rows -> `Example`s via `build(row)`, decoded lazily in `__getitem__`.
+    """Manifest rows -> `Example`s via `build(record)`, decoded lazily in `__getitem__` (nothing cached).
 
     `build` may raise any exception for a bad row (media decode, missing target); with policy "skip"
-    the row becomes a reject line and `__getitem__` returns None (dropped by `collate_examples`); with
-    "error" a `BadRowError` names the manifest and row. Rejected ids are remembered per process so a
-    row is logged once, not every epoch.
+    `__getitem__` returns a `Skipped` (the reject, recorded by the main process and dropped by
+    `collate_examples`); with "error" a `BadRowError` names the manifest, row and line.
     """
 
-    def __init__(self, rows: Sequence[dict], build: Callable[[dict], Example], *, source: str,
-                 policy: BadRowPolicy = "skip", rejects: RejectLog | None = None, stage: str = "decode"):
-        self.rows, self.build, self.source = list(rows), build, source
-        self.policy, self.rejects, self.stage = policy, rejects, stage
-        self._rejected: set[str] = set()
+    def __init__(self, rows: Sequence[ManifestRow], build: Callable[[dict], Example], *, source: str,
+                 policy: BadRowPolicy = "skip", stage: str = "decode"):
+        self.rows = [r.record for r in rows]
+        """The raw records, in dataset order."""
+        self.lines = [r.line for r in rows]
+        self.build, self.source, self.policy, self.stage = build, source, policy, stage
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> Example | None:
-        row = self.rows[index]
+    def __getitem__(self, index: int) -> Example | Skipped:
+        row, line = self.rows[index], self.lines[index]
         try:
             return self.build(row)
         except Exception as e:  # noqa: BLE001 - any failure of one row is that row's reject
-            rid = row_label(row, index)
+            rid = row_label(row, line)
             if self.policy == "error":
-                raise BadRowError(f"{self.source}: row {rid}: {self.stage}: {e}") from e
-            if rid not in self._rejected:
-                self._rejected.add(rid)
-                reject_or_raise(Reject(rid, self.stage, f"{type(e).__name__}: {e}", self.source), "skip",
-                                self.rejects)
-            return None
+                raise BadRowError(f"{self.source}: row {rid}: {self.stage}: line {line}: {e}") from e
+            return Skipped(line, Reject(rid, self.stage, f"line {line}: {type(e).__name__}: {e}", self.source))
 
 
-def collate_examples(items: Sequence[Example | None], pad_id: int, *, padding_side: str = "right",
-                     hash_media: bool = False) -> dict | None:
-    """`avcot.chat.collate` over the non-skipped items, with their ids in batch["ids"] (None if all skipped).
+def collate_examples(items: Sequence[Example | Skipped], pad_id: int, *, padding_side: str = "right",
+                     hash_media: bool = False) -> dict | SkippedBatch:
+    """`avcot.chat.collate` over the built items, ids in batch["ids"], skipped rows in batch["meta"]["skipped"].
 
-    `hash_media`: also put the encoder-cache keys of the batch's media in batch["meta"]["media_keys"]
-    (`avcot.speed.encoder_cache.media_keys`), hashed here in the DataLoader worker, off the training path.
+    A batch whose rows were all skipped is a `SkippedBatch`. `hash_media`: also put the encoder-cache keys
+    of the batch's media in batch["meta"]["media_keys"] (`avcot.speed.encoder_cache.media_keys`), hashed
+    here in the DataLoader worker, off the training path.
     """
-    kept = [it for it in items if it is not None]
+    kept = [it for it in items if isinstance(it, Example)]
+    skipped = [it for it in items if isinstance(it, Skipped)]
     if not kept:
-        return None
+        return SkippedBatch(tuple(skipped))
     batch = collate([it.encoded for it in kept], pad_id, padding_side=padding_side)
     batch["ids"] = [it.id for it in kept]
-    batch["meta"] = {"references": [it.reference for it in kept]}
+    batch["meta"] = {"references": [it.reference for it in kept], "skipped": skipped}
     if hash_media:
         from avcot.speed.encoder_cache import media_keys
 

@@ -24,25 +24,26 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from avcot.chat import Prompt, encode_example
-from avcot.records import LETTERS, McqItem, Reject
+from avcot.manifest import mcq_fields
+from avcot.records import McqItem
 from datamodules.base import ManifestDataModule
 from datamodules.common import (
     BadRowPolicy,
     Example,
     ExampleDataset,
+    ManifestRow,
     MediaSettings,
     RejectLog,
     RowCounts,
+    StageError,
     audio_seconds,
-    require_rows,
     collate_examples,
     load_av,
-    read_manifest,
-    reject_or_raise,
+    load_manifest,
+    media_problem,
+    require_rows,
     resolve_media,
-    row_label,
     text_tokens,
-    validate_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -53,23 +54,13 @@ Target = Literal["trace", "none"]
 
 
 def item_from_row(row: dict, base_dir: Path) -> McqItem:
-    """A manifest row as an `McqItem` (media paths absolute); ValueError saying what is wrong."""
-    options = row.get("options")
-    if not isinstance(options, (list, tuple)) or not 2 <= len(options) <= len(LETTERS):
-        raise ValueError(f"options must be a list of 2..{len(LETTERS)} strings, got {options!r}")
-    if not all(isinstance(o, str) and o.strip() for o in options):
-        raise ValueError(f"every option must be a non-empty string, got {options!r}")
-    answer = str(row.get("answer") or "").strip().upper()
-    if answer not in LETTERS[:len(options)]:
-        raise ValueError(f"answer must be one of {LETTERS[:len(options)]}, got {row.get('answer')!r}")
-    trace = row.get("trace")
-    return McqItem(
-        id=str(row["id"]), question=row["question"], options=tuple(options), answer=answer,
-        video=resolve_media(row.get("video"), base_dir), audio=resolve_media(row.get("audio"), base_dir),
-        image=resolve_media(row.get("image"), base_dir),
-        trace=trace if isinstance(trace, str) and trace.strip() else None,
-        modality=str(row.get("modality") or "av"), difficulty=row.get("difficulty"),
-    )
+    """A manifest row as an `McqItem` (fields checked by `avcot.manifest.mcq_fields`, the pipeline's schema too;
+    ValueError saying what is wrong), media paths made absolute."""
+    f = mcq_fields(row)
+    return McqItem(id=f.id, question=f.question, options=f.options, answer=f.answer,
+                   video=resolve_media(f.video, base_dir), audio=resolve_media(f.audio, base_dir),
+                   image=resolve_media(f.image, base_dir), trace=f.trace, modality=f.modality,
+                   difficulty=f.difficulty)
 
 
 def drop_streams(item: McqItem, modality: Modality) -> McqItem:
@@ -143,35 +134,33 @@ def item_length(item: McqItem, tokenizer, target: Target, modality: Modality, se
 def collate_mcq(items, pad_id: int, *, padding_side: str, hash_media: bool = False) -> dict | None:
     """`collate_examples` plus the gold letters as meta["answers"] (what accuracy_reward reads)."""
     batch = collate_examples(items, pad_id, padding_side=padding_side, hash_media=hash_media)
-    if batch is not None:
+    if isinstance(batch, dict):
         batch["meta"]["answers"] = list(batch["meta"]["references"])
     return batch
 
 
+def checked_item(row: dict, base_dir: Path, target: Target) -> McqItem:
+    """The row's `McqItem` after the up-front checks (fields, target, media files); `StageError` naming the stage."""
+    item = item_from_row(row, base_dir)
+    try:
+        target_text(item, target)
+    except ValueError as e:
+        raise StageError("target", str(e)) from e
+    problem = media_problem([item.video, item.audio], [item.image])
+    if problem is not None:
+        raise StageError("media", problem)
+    return item
+
+
 def prepare_items(path: str | Path, *, target: Target, policy: BadRowPolicy,
-                  rejects: RejectLog | None) -> tuple[list[tuple[dict, McqItem]], RowCounts]:
-    """Read + validate an MCQ manifest: the (row, item) pairs that passed, and the row counts."""
+                  rejects: RejectLog | None) -> tuple[list[ManifestRow], RowCounts]:
+    """Read + check an MCQ manifest: the rows that passed (items are `McqItem`s), and the up-front row counts."""
     path = Path(path).expanduser().resolve()
-    source = str(path)
-    rows = read_manifest(path)
-    before = rejects.count if rejects is not None else 0
-    good = validate_rows(rows, required=REQUIRED_COLUMNS, text_fields=("question",), source=source,
-                         policy=policy, rejects=rejects)
-    kept: list[tuple[dict, McqItem]] = []
-    for i, row in enumerate(good):
-        try:
-            item = item_from_row(row, path.parent)
-            target_text(item, target)
-            missing = [p for p in (item.video, item.audio, item.image) if p is not None and not Path(p).is_file()]
-            if missing:
-                raise ValueError(f"media file {missing[0]!r} does not exist")
-        except ValueError as e:
-            reject_or_raise(Reject(row_label(row, i), "manifest", str(e), source), policy, rejects)
-            continue
-        kept.append((row, item))
-    rejected = (rejects.count - before) if rejects is not None else len(rows) - len(kept)
-    counts = RowCounts(rows_in=len(rows), rows_used=len(kept), rows_rejected=rejected)
-    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d", source, *counts.__dict__.values())
+    kept, rows_in = load_manifest(path, required=REQUIRED_COLUMNS, policy=policy, rejects=rejects,
+                                  build=partial(checked_item, base_dir=path.parent, target=target))
+    counts = RowCounts(rows_in=rows_in, rows_used=len(kept), rows_rejected=rows_in - len(kept))
+    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d (before decoding)", path, counts.rows_in,
+             counts.rows_used, counts.rows_rejected)
     return kept, counts
 
 
@@ -198,6 +187,7 @@ class McqDataModule(ManifestDataModule):
         use_audio_in_video: bool = False,
         on_bad_row: BadRowPolicy = "skip",
         rejects_path: str | None = None,
+        check_media: bool = False,
         group_by_length: bool = False,
     ):
         """
@@ -221,6 +211,10 @@ class McqDataModule(ManifestDataModule):
             use_audio_in_video: Interleave the video's audio with its frames (Qwen2.5-Omni layout).
             on_bad_row: "skip" writes rejects and carries on; "error" raises naming the manifest file and row.
             rejects_path: Rejects JSONL; default `<trainer log dir>/rejects.jsonl`.
+            check_media: Decode (and encode) every row in setup, in `num_workers` workers, so rows whose media
+                fail to decode are rejected before training and rows_used/rows_rejected are final from the
+                start. Off: media files must exist (video/audio with readable headers) up front, and a row
+                that fails to decode is rejected when an epoch first reaches it.
             group_by_length: Training batches of similar length (question, options, target, audio seconds and
                 pictures, estimated without decoding), shuffled per epoch: less padding (speed lever).
         """
@@ -231,31 +225,33 @@ class McqDataModule(ManifestDataModule):
         if target not in ("trace", "none"):
             raise ValueError(f"target must be 'trace' or 'none', got {target!r}")
         self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds)
-        self.counts: dict[str, RowCounts] = {}
         self.datasets: dict[str, ExampleDataset] = {}
 
-    def _items(self, path: str, target: Target) -> list[tuple[dict, McqItem]]:
-        kept, counts = prepare_items(path, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
-        self.counts[str(Path(path).expanduser().resolve())] = counts
+    def _items(self, path: str, target: Target) -> list[ManifestRow]:
+        source = str(Path(path).expanduser().resolve())
+        kept, counts = prepare_items(source, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
+        self.rows_in[source] = counts.rows_in
         return require_rows(kept, counts, path, self.rejects)
 
-    def _dataset(self, pairs: list[tuple[dict, McqItem]], source: str, target: Target) -> ExampleDataset:
+    def _dataset(self, rows: list[ManifestRow], path: str, target: Target) -> ExampleDataset:
         hp = self.hparams
-        items = {it.id: it for _, it in pairs}
-        build = partial(_build_from_row, items=items, processor=self.processor, target=target, settings=self.media,
-                        modality=hp.modality, use_audio_in_video=hp.use_audio_in_video)
-        return ExampleDataset([r for r, _ in pairs], build, source=source, policy=hp.on_bad_row, rejects=self.rejects)
+        source = str(Path(path).expanduser().resolve())
+        build = partial(_build_from_row, items={r.item.id: r.item for r in rows}, processor=self.processor,
+                        target=target, settings=self.media, modality=hp.modality,
+                        use_audio_in_video=hp.use_audio_in_video)
+        return ExampleDataset(self.decoded_rows(rows, build, source), build, source=source, policy=hp.on_bad_row)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        self.attach_report()
         if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
-            pairs = self._items(hp.train_manifest, hp.target)
+            rows = self._items(hp.train_manifest, hp.target)
             if hp.val_manifest:
-                train, val = pairs, self._items(hp.val_manifest, hp.target)
+                train, val = rows, self._items(hp.val_manifest, hp.target)
             else:
-                train, val = self.split(pairs)
+                train, val = self.split(rows)
             self.datasets["train"] = self._dataset(train, hp.train_manifest, hp.target)
-            self.records["train"] = [it for _, it in train]
+            self.records["train"] = self.items(train, self.datasets["train"])
             self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest, hp.target)
         if stage in ("test", "predict") and stage not in self.datasets:
             path = hp.test_manifest or hp.val_manifest
@@ -268,16 +264,12 @@ class McqDataModule(ManifestDataModule):
         return item_length(record, tokenizer, self.hparams.target, self.hparams.modality, self.media)
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(f"no {split} dataset: call setup() with the matching stage first")
-        ds = self.datasets[split]
         hp = self.hparams
         prompt_only = split in ("test", "predict") or hp.target == "none"
         bs = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
         collate = partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
                           padding_side="left" if prompt_only else "right", hash_media=self.hash_media)
-        return DataLoader(ds, batch_size=bs, num_workers=hp.num_workers, collate_fn=collate,
-                          sampler=self.sampler(split, len(ds), bs, shuffle=shuffle))
+        return self.row_loader(split, bs, collate, shuffle=shuffle)
 
 
 def _build_from_row(row: dict, *, items: dict[str, McqItem], **kwargs) -> Example:

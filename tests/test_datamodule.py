@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from avcot.manifest import manifest_records, read_manifest
 from avcot.traces import AVCoTTrace, render_avcot
 from datamodules.cavsr import CavsrDataModule, prepare_clips
 from datamodules.common import (
@@ -17,7 +18,6 @@ from datamodules.common import (
     MediaSettings,
     RejectLog,
     load_av,
-    read_manifest,
     split_rows,
 )
 
@@ -38,7 +38,7 @@ def write_manifest(rows: list[dict], path: Path) -> Path:
 
 def traced_rows(n: int = 12) -> list[dict]:
     """Synth fixture rows with absolute media paths and a `trace` column."""
-    rows = read_manifest(SYNTH / "manifest.jsonl")[:n]
+    rows = manifest_records(SYNTH / "manifest.jsonl")[:n]
     return [dict(r, video=str(SYNTH / r["video"]), audio=str(SYNTH / r["audio"]), trace=trace_for(r)) for r in rows]
 
 
@@ -219,21 +219,27 @@ def test_missing_columns_is_always_an_error(tmp_path):
 
 def test_decode_failure_at_getitem_is_rejected_once_or_raised(tmp_path):
     rows = traced_rows(2)
-    shutil.copy(BAD / "truncated.mp4", tmp_path / "t.mp4")
+    shutil.copy(BAD / "truncated.mp4", tmp_path / "t.mp4")  # readable headers: only decoding finds it
     rows.append(dict(rows[0], id="truncated", video=str(tmp_path / "t.mp4"), audio=None))
     manifest = write_manifest(rows, tmp_path / "m.jsonl")
-    # check_media=False: the truncation is only found while decoding in __getitem__.
-    dm = _dm(manifest, tmp_path, val_fraction=0.0, check_media=False, batch_size=3)
+    dm = _dm(manifest, tmp_path, val_fraction=0.0, batch_size=3)
     dm.setup("fit")
     ds = dm.datasets["train"]
     idx = [r["id"] for r in ds.rows].index("truncated")
-    assert ds[idx] is None and ds[idx] is None
-    assert [r["row_id"] for r in _rejects(tmp_path)] == ["truncated"]
-    batch = next(iter(dm.train_dataloader()))
-    assert sorted(batch["ids"]) == sorted(r["id"] for r in rows[:2])
-    strict = _dm(manifest, tmp_path, val_fraction=0.0, check_media=False, on_bad_row="error")
+    skipped = ds[idx]
+    assert skipped.line == 3 and skipped.reject.row_id == "truncated" and "t.mp4" in skipped.reject.reason
+    assert dm.counts[str(manifest.resolve())].rows_rejected == 0  # not known before it is decoded
+    for epoch in range(2):  # decoded every epoch, recorded once
+        dm.train_dataloader().sampler.set_epoch(epoch)
+        batch = next(iter(dm.train_dataloader()))
+        assert sorted(batch["ids"]) == sorted(r["id"] for r in rows[:2]) and "skipped" not in batch["meta"]
+    assert [(r["row_id"], r["stage"]) for r in _rejects(tmp_path)] == [("truncated", "decode")]
+    assert "line 3" in _rejects(tmp_path)[0]["reason"]
+    counts = dm.counts[str(manifest.resolve())]
+    assert (counts.rows_in, counts.rows_used, counts.rows_rejected) == (3, 2, 1)
+    strict = _dm(manifest, tmp_path, val_fraction=0.0, on_bad_row="error")
     strict.setup("fit")
-    with pytest.raises(BadRowError, match="row truncated.*t.mp4"):
+    with pytest.raises(BadRowError, match="row truncated.*line 3.*t.mp4"):
         strict.datasets["train"][idx]
 
 
@@ -324,10 +330,37 @@ def test_a_manifest_with_every_row_rejected_is_an_error_not_zero_steps(tmp_path)
     assert len(rejects.read_text().splitlines()) == 3
 
 
-def test_non_utf8_manifest_is_a_clear_error_naming_the_file(tmp_path):
-    from datamodules.common import read_manifest
+def _with_bad_lines(tmp_path: Path) -> tuple[Path, list[dict]]:
+    """Four good rows, then a Latin-1 line (line 5), a blank line, a line that is not JSON (line 7)."""
+    rows = traced_rows(4)
+    good = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    latin1 = '{"id": "latin1", "video": "a.mp4", "text": "caf\xe9"}'.encode("latin-1")
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(good + latin1 + b"\n\n" + b'{"id": "cut", "text"\n')
+    return path, rows
 
-    bad = tmp_path / "latin1.jsonl"
-    bad.write_bytes('{"id": "a", "video": null, "audio": "x.wav", "text": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1\.jsonl.*UTF-8"):
-        read_manifest(str(bad))
+
+def test_a_non_utf8_line_is_a_reject_naming_its_line_and_the_rest_trains(tmp_path):
+    manifest, rows = _with_bad_lines(tmp_path)
+    dm = _dm(manifest, tmp_path, val_fraction=0.0)
+    dm.setup("fit")
+    assert [r["id"] for r in dm.datasets["train"].rows] == [r["id"] for r in rows]
+    by_line = {r["reason"].split(":")[0]: r for r in _rejects(tmp_path)}
+    assert set(by_line) == {"line 5", "line 7"}
+    assert "UTF-8" in by_line["line 5"]["reason"] and by_line["line 5"]["row_id"] == "line 5"
+    assert "not valid JSON" in by_line["line 7"]["reason"]
+    counts = dm.counts[str(manifest.resolve())]
+    assert (counts.rows_in, counts.rows_used, counts.rows_rejected) == (6, 4, 2)  # the blank line is no row
+    with pytest.raises(BadRowError, match=r"m\.jsonl: row line 5: manifest: line 5: not valid UTF-8"):
+        _dm(manifest, tmp_path, on_bad_row="error").setup("fit")
+
+
+def test_a_non_string_text_is_rejected_not_trained_on_as_a_string(tmp_path):
+    rows = traced_rows(3)
+    rows[1] = dict(rows[1], text=123)
+    manifest = write_manifest(rows, tmp_path / "m.jsonl")
+    dm = _dm(manifest, tmp_path, val_fraction=0.0, target="transcript")
+    dm.setup("fit")
+    assert rows[1]["id"] not in [r["id"] for r in dm.datasets["train"].rows]
+    (reject,) = _rejects(tmp_path)
+    assert reject["row_id"] == rows[1]["id"] and reject["reason"] == "line 2: field 'text' must be a string, got int"

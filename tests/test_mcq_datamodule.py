@@ -88,7 +88,8 @@ def test_bad_answer_letter_names_file_and_row(tmp_path, data_dir):
     rows = _rows(data_dir, "-av")
     rows[1]["answer"] = "E"
     manifest = _write(tmp_path, rows)
-    with pytest.raises(BadRowError, match=rf"m\.jsonl: row {rows[1]['id']}: .*answer must be one of"):
+    expected = rf"m\.jsonl: row {rows[1]['id']}: manifest: line 2: field 'answer' must be one of"
+    with pytest.raises(BadRowError, match=expected):
         _batch(manifest, target="none")
 
 

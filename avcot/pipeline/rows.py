@@ -1,23 +1,22 @@
 """Pipeline row types and input readers (JSONL or Parquet), with per-row validation.
 
-Input rows are validated one by one: a malformed line, a missing field, a duplicate id or a
-missing media file becomes a ``load`` reject naming the file and what is wrong, and the rest of
-the file is still processed. Media paths are resolved against the input file's folder.
+Input rows are validated one by one: a malformed line (not UTF-8, not JSON), a missing or mistyped
+field (`avcot.manifest`'s schema, shared with training), a duplicate id or a missing media file becomes
+a ``load`` reject naming the file, the line and what is wrong, and the rest of the file is still
+processed. Media paths are resolved against the input file's folder.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
+from avcot.manifest import MANIFEST_SUFFIXES, cavsr_fields, mcq_fields, read_manifest
 from avcot.pipeline.roles import OcrText
 from avcot.pipeline.store import file_fingerprint
-from avcot.records import LETTERS, Reject
+from avcot.records import Reject
 
 
 def _from_dict(cls: type, raw: Mapping[str, Any]) -> Any:
@@ -95,25 +94,17 @@ class AvrtRow:
 
 
 def read_records(path: str | Path) -> list[tuple[int, dict[str, Any] | str]]:
-    """(line/row number, record or error text) for every row of a .jsonl or .parquet file."""
+    """(line/row number, record or error text) for every entry of a .jsonl, .json or .parquet file.
+
+    JSON lines are decoded one line at a time (`avcot.manifest.read_manifest`): a line that is not UTF-8,
+    not JSON or not an object is that line's error, with its real 1-based number, and the rest is read.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pipeline input {path} does not exist")
-    if path.suffix == ".parquet":
-        return list(enumerate(pl.read_parquet(path).to_dicts(), 1))
-    if path.suffix not in (".jsonl", ".json"):
-        raise ValueError(f"pipeline input {path}: expected .jsonl or .parquet, got {path.suffix!r}")
-    out: list[tuple[int, dict[str, Any] | str]] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            out.append((n, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        out.append((n, rec if isinstance(rec, dict) else f"expected a JSON object, got {type(rec).__name__}"))
-    return out
+    if path.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ValueError(f"pipeline input {path}: expected .jsonl, .json or .parquet, got {path.suffix!r}")
+    return [(e.line, e.record if e.error is None else e.error) for e in read_manifest(path)]
 
 
 def _resolve(base: Path, value: Any) -> str | None:
@@ -124,52 +115,33 @@ def _resolve(base: Path, value: Any) -> str | None:
     return str((p if p.is_absolute() else base / p).resolve())
 
 
-def _media(rec: Mapping[str, Any], base: Path, fields: Sequence[str]) -> tuple[dict[str, str | None], str]:
+def _media(paths: Mapping[str, str | None], base: Path) -> tuple[dict[str, str | None], str]:
     """Resolved media paths and their fingerprint; raises ValueError naming a missing file."""
-    paths = {f: _resolve(base, rec.get(f)) for f in fields}
-    for f, p in paths.items():
+    resolved = {f: _resolve(base, p) for f, p in paths.items()}
+    for f, p in resolved.items():
         if p is not None and not Path(p).is_file():
             raise ValueError(f"{f} file not found: {p}")
-    return paths, "|".join(file_fingerprint(p) if p else "-" for p in paths.values())
-
-
-def _str(rec: Mapping[str, Any], name: str, required: bool = True) -> str:
-    v = rec.get(name)
-    if v is None or (isinstance(v, str) and not v.strip()):
-        if required:
-            raise ValueError(f"missing or empty field {name!r}")
-        return ""
-    if not isinstance(v, str):
-        raise ValueError(f"field {name!r} must be a string, got {type(v).__name__}")
-    return v
+    return resolved, "|".join(file_fingerprint(p) if p else "-" for p in resolved.values())
 
 
 def cavsr_row(rec: Mapping[str, Any], order: int, source: Path) -> CavsrRow:
-    """Validate one CAVSR input record (id, video and/or audio, text)."""
-    media, sig = _media(rec, source.parent, ("video", "audio"))
-    if media["video"] is None and media["audio"] is None:
-        raise ValueError("needs a video and/or an audio path")
-    return CavsrRow(id=_str(rec, "id"), order=order, source=str(source), video=media["video"],
-                    audio=media["audio"], text=_str(rec, "text"), pinyin=_str(rec, "pinyin", False),
-                    cue=_str(rec, "cue", False), target=_str(rec, "target", False),
-                    competitor=_str(rec, "competitor", False), media_sig=sig)
+    """Validate one CAVSR input record (`avcot.manifest.cavsr_fields`, the schema training applies too)."""
+    f = cavsr_fields(rec)
+    media, sig = _media({"video": f.video, "audio": f.audio}, source.parent)
+    return CavsrRow(id=f.id, order=order, source=str(source), video=media["video"], audio=media["audio"],
+                    text=f.text, pinyin=f.pinyin, cue=f.cue, target=f.target, competitor=f.competitor,
+                    media_sig=sig)
 
 
 def avrt_row(rec: Mapping[str, Any], order: int, source: Path) -> AvrtRow:
-    """Validate one AVRT input record (id, question, options, answer letter, media)."""
-    media, sig = _media(rec, source.parent, ("video", "audio", "image"))
+    """Validate one AVRT input record (`avcot.manifest.mcq_fields`, the schema training applies too)."""
+    f = mcq_fields(rec)
+    media, sig = _media({"video": f.video, "audio": f.audio, "image": f.image}, source.parent)
     if all(v is None for v in media.values()):
         raise ValueError("needs a video, audio or image path")
-    options = rec.get("options")
-    if not isinstance(options, (list, tuple)) or not 2 <= len(options) <= len(LETTERS) \
-            or not all(isinstance(o, str) for o in options):
-        raise ValueError(f"options must be a list of 2..{len(LETTERS)} strings, got {options!r}")
-    answer = _str(rec, "answer").strip().upper()
-    if answer not in LETTERS[: len(options)]:
-        raise ValueError(f"answer {answer!r} is not one of {LETTERS[: len(options)]}")
-    return AvrtRow(id=_str(rec, "id"), order=order, source=str(source), question=_str(rec, "question"),
-                   options=tuple(options), answer=answer, video=media["video"], audio=media["audio"],
-                   image=media["image"], modality=_str(rec, "modality", False) or "av", media_sig=sig)
+    return AvrtRow(id=f.id, order=order, source=str(source), question=f.question, options=f.options,
+                   answer=f.answer, video=media["video"], audio=media["audio"], image=media["image"],
+                   modality=f.modality, media_sig=sig)
 
 
 def load_rows(path: str | Path, kind: str, limit: int | None = None) -> tuple[list[Any], list[Reject], int]:
