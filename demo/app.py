@@ -7,13 +7,15 @@ only wires Gradio to the plain functions in `demo.inference`, `demo.safety` and 
 
 Safety: binds 127.0.0.1 unless told otherwise, no share link unless `--share`, uploads limited in size
 (Gradio's `max_file_size` and our own check) and type (extension and probed content), uploads kept in a
-private temp dir removed on exit, and every path a handler receives is confined to that dir or the
-bundled examples dir before anything reads it.
+private temp dir removed on exit. Only files that arrived through this server's own upload route are
+read: `GatedBlocks` checks every file reference in a request (a client can post a FileData naming any
+server path, or a URL) before Gradio copies or opens anything, and the handlers check again.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import os
 import signal
 import sys
@@ -29,7 +31,9 @@ from demo.inference import (  # noqa: E402
     ClipError, MediaSettings, black_out, clean_options, load_clip, stream_qa, stream_transcription,
 )
 from demo.runtime import TINY_BANNER, LoadedModel, ModelLoadError, load_model  # noqa: E402
-from demo.safety import EXTENSIONS, MB, UploadDir, UploadError, UploadPolicy, validate_upload  # noqa: E402
+from demo.safety import (  # noqa: E402
+    EXTENSIONS, MB, Kind, UploadDir, UploadError, UploadPolicy, check_request_value, validate_upload,
+)
 from demo.views import (  # noqa: E402
     answer_segments, change_segments, load_examples, qa_status, transcription_view,
 )
@@ -42,6 +46,43 @@ GENERATION = "generation"  # one concurrency group: one generation at a time on 
 def _user_error(e: Exception) -> gr.Error:
     """A message for the user's screen (no traceback)."""
     return gr.Error(str(e), title="Cannot run this input", print_exception=False)
+
+
+if not hasattr(gr.Blocks, "preprocess_data"):  # the upload gate below hooks this method
+    raise ImportError(f"gradio {gr.__version__} has no Blocks.preprocess_data; the demo's upload gate "
+                      "needs the pinned gradio (see pyproject.toml)")
+
+
+class GatedBlocks(gr.Blocks):
+    """`gr.Blocks` that refuses, with the demo's own message, any request naming a file that did not
+    arrive through this server's upload, or that is not the media its input takes.
+
+    Gradio's preprocessing copies every referenced file into its cache (URLs are downloaded) before a
+    handler runs, so the check has to come first: `preprocess_data` is where a request's raw values
+    enter that step. Without `avcot_policy` (set by `build_app`) every file is refused.
+    """
+
+    avcot_policy: UploadPolicy | None = None
+    avcot_kinds: dict[int, Kind] = {}
+    """Component id -> the kind of file it takes; components not listed take none."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        import anyio
+
+        policy = self.avcot_policy or UploadPolicy(roots=())
+        for block, value in zip(block_fn.inputs, inputs):
+            check = functools.partial(check_request_value, value, self.avcot_kinds.get(block._id), policy)
+            try:
+                await anyio.to_thread.run_sync(check)  # probing media must not stall the server loop
+            except UploadError as e:
+                raise _user_error(e) from None
+        return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+
+def _file_kinds(app: gr.Blocks) -> dict[int, Kind]:
+    """Which kind of file each of `app`'s file components takes."""
+    kinds: dict[type, Kind] = {gr.Video: "video", gr.Image: "image", gr.Audio: "audio"}
+    return {bid: kind for bid, block in app.blocks.items() for cls, kind in kinds.items() if isinstance(block, cls)}
 
 
 def _validated(path: str | None, kind: str, policy: UploadPolicy) -> Path:
@@ -159,11 +200,11 @@ def build_app(loaded: LoadedModel, upload_dir: Path, *, examples_dir: Path | Non
               max_upload_mb: float = 50.0, media: MediaSettings = MediaSettings()) -> gr.Blocks:
     """The demo UI over `loaded`; uploads land in `upload_dir` (the caller owns and removes it)."""
     # Gradio reads its upload/cache folder from this variable when components and the app are built.
+    # gr.Examples copies the bundled clips into it too, so it is the only folder handlers may read.
     os.environ["GRADIO_TEMP_DIR"] = str(upload_dir)
-    roots = (upload_dir,) + ((examples_dir,) if examples_dir is not None and examples_dir.is_dir() else ())
-    policy = UploadPolicy(roots=roots, max_bytes=int(max_upload_mb * MB))
-    examples = load_examples(examples_dir if len(roots) > 1 else None)
-    with gr.Blocks(title="avcot demo: see and hear before deciding", analytics_enabled=False) as app:
+    policy = UploadPolicy(roots=(upload_dir,), max_bytes=int(max_upload_mb * MB))
+    examples = load_examples(examples_dir if examples_dir is not None and examples_dir.is_dir() else None)
+    with GatedBlocks(title="avcot demo: see and hear before deciding", analytics_enabled=False) as app:
         gr.Markdown("# avcot: see and hear before deciding")
         if loaded.is_tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
@@ -173,7 +214,8 @@ def build_app(loaded: LoadedModel, upload_dir: Path, *, examples_dir: Path | Non
             _transcribe_tab(loaded, policy, media, examples)
         with gr.Tab("Question answering"):
             _qa_tab(loaded, policy, media, examples)
-    app.avcot_policy = policy  # tests and `launch` read the roots from here
+    app.avcot_policy = policy  # the gate, tests and `launch` read the roots from here
+    app.avcot_kinds = _file_kinds(app)
     return app
 
 

@@ -1,10 +1,15 @@
 """Upload checks for the demo: every path the UI hands over is resolved, confined and probed.
 
 A path is accepted only when, after `Path.resolve()` (which follows symlinks and `..`), it lies
-inside one of the allowed roots (the demo's own upload dir and the bundled examples dir), has an
-allowed extension for its kind, is no larger than the size limit, and its content really is that
-kind of media (probed with `avcot.media.probe`, or Pillow for images). The checks run in that
-order so that nothing outside the roots is ever opened, only named in a refusal.
+inside one of the allowed roots (the served app allows only its own private upload dir, which holds
+nothing but files posted to its upload route and the copies Gradio makes of the bundled examples),
+has an allowed extension for its kind, is no larger than the size limit, and its content really is
+that kind of media (probed with `avcot.media.probe`, or Pillow for images). The checks run in that
+order so that nothing outside the roots is ever opened. Refusals name only the file's base name,
+never a server path.
+
+`request_files` finds the file references in a raw request value (Gradio's FileData dicts, at any
+depth), so that the app can run these checks on what a client posted before Gradio copies anything.
 """
 from __future__ import annotations
 
@@ -42,16 +47,54 @@ class UploadPolicy:
 
 
 def resolve_inside(path: str | Path, roots: tuple[Path, ...]) -> Path:
-    """`path` resolved, if it lies inside one of `roots`; else `UploadError` (nothing is opened)."""
+    """`path` resolved, if it is a file inside one of `roots`; else `UploadError` (nothing is opened).
+
+    `~` is not expanded and URLs are not fetched: a client's string is only ever a local path.
+    """
     if not str(path).strip():
         raise UploadError("no file was given")
-    real = Path(path).expanduser().resolve()
+    name = _base_name(path)
+    real = Path(path).resolve()  # relative paths resolve against the cwd, which is never a root
     if not any(real.is_relative_to(root) for root in roots):
-        raise UploadError(f"refusing to read {Path(path).name!r}: it is outside the demo's upload and "
-                          "examples folders")
+        raise UploadError(f"refusing to read {name!r}: only files uploaded to this demo (or its bundled "
+                          "examples) can be used")
     if not real.is_file():
-        raise UploadError(f"file {Path(path).name!r} does not exist")
+        raise UploadError(f"file {name!r} does not exist")
     return real
+
+
+def _base_name(path: str | Path) -> str:
+    """The last part of a client-given path or URL: safe to echo back, it reveals nothing of the server."""
+    return Path(str(path).rstrip("/").split("?")[0]).name or "?"
+
+
+def request_files(value: object) -> list[str]:
+    """The `path` of every file reference (a dict with a "path" key) anywhere inside a raw request value."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "path" in item and item["path"] is not None:
+                if not isinstance(item["path"], str):
+                    raise UploadError("malformed file reference: 'path' must be a string")
+                found.append(item["path"])
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return found
+
+
+def check_request_value(value: object, kind: Kind | None, policy: UploadPolicy) -> None:
+    """Refuse a raw request value that references any file the demo did not receive through its upload.
+
+    `kind` is what the receiving component takes (None: it takes no files, so any reference is refused).
+    Every referenced file must pass `validate_upload` for that kind.
+    """
+    for path in request_files(value):
+        if kind is None:
+            raise UploadError(f"refusing {_base_name(path)!r}: this input does not take files")
+        validate_upload(path, kind, policy)
 
 
 def check_extension(path: Path, kind: Kind) -> None:

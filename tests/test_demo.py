@@ -17,7 +17,10 @@ from demo.inference import (
     stream_text, transcription_result,
 )
 from demo.runtime import ModelLoadError, load_model
-from demo.safety import UploadDir, UploadError, UploadPolicy, check_size, resolve_inside, validate_upload
+from demo.safety import (
+    UploadDir, UploadError, UploadPolicy, check_request_value, check_size, request_files, resolve_inside,
+    validate_upload,
+)
 from demo.views import answer_segments, change_segments, load_examples, transcription_view
 
 SYNTH = Path(__file__).parent / "data" / "synth"
@@ -53,9 +56,9 @@ def _png(path: Path) -> Path:
 
 def test_path_traversal_out_of_the_upload_dir_is_refused(uploads, policy):
     sneaky = uploads / ".." / ".." / ".." / ".." / "etc" / "passwd"
-    with pytest.raises(UploadError, match="outside the demo's upload and examples folders"):
+    with pytest.raises(UploadError, match="only files uploaded to this demo"):
         validate_upload(str(sneaky), "video", policy)
-    with pytest.raises(UploadError, match="outside"):
+    with pytest.raises(UploadError, match="refusing to read 'passwd': only files uploaded"):
         validate_upload("/etc/passwd", "video", policy)
 
 
@@ -63,7 +66,7 @@ def test_symlink_inside_the_upload_dir_pointing_outside_is_refused(uploads, poli
     outside = tmp_path / "outside.mp4"
     shutil.copy(CLIP, outside)
     (uploads / "link.mp4").symlink_to(outside)
-    with pytest.raises(UploadError, match="outside"):
+    with pytest.raises(UploadError, match="only files uploaded"):
         validate_upload(uploads / "link.mp4", "video", policy)
 
 
@@ -74,6 +77,37 @@ def test_files_in_the_upload_dir_and_examples_dir_are_accepted(uploads, policy):
     assert validate_upload(CLIP, "video", policy) == CLIP.resolve()
     assert validate_upload(_png(uploads / "x.png"), "image", policy) == (uploads / "x.png").resolve()
     assert validate_upload(SYNTH / "clips" / "synth-s0-0000.wav", "audio", policy).suffix == ".wav"
+
+
+def test_request_files_finds_every_file_reference_at_any_depth():
+    value = {"video": {"path": "/a/x.mp4", "meta": {"_type": "gradio.FileData"}},
+             "subtitles": None, "more": [{"path": "b.srt"}, ("c", {"url": "u", "path": None})]}
+    assert sorted(request_files(value)) == ["/a/x.mp4", "b.srt"]
+    assert request_files("plain text") == [] and request_files(None) == []
+    with pytest.raises(UploadError, match="'path' must be a string"):
+        request_files({"path": 3})
+
+
+def test_a_request_naming_a_file_outside_the_upload_dir_is_refused_without_server_paths(uploads, tmp_path):
+    policy = UploadPolicy(roots=(uploads,))
+    outside = tmp_path / "elsewhere" / "clip.mp4"
+    outside.parent.mkdir()
+    shutil.copy(CLIP, outside)
+    (uploads / "link.mp4").symlink_to(outside)
+    for path in (outside, "/etc/passwd", CLIP, "http://127.0.0.1:9/x.mp4", uploads / ".." / "x.mp4",
+                 uploads / "link.mp4", "clip.mp4", "~/clip.mp4"):
+        with pytest.raises(UploadError, match="only files uploaded to this demo") as e:
+            check_request_value({"video": {"path": str(path)}, "subtitles": None}, "video", policy)
+        assert "/" not in str(e.value)  # the base name only, never a server path
+    inside = uploads / "up" / "clip.mp4"
+    inside.parent.mkdir()
+    shutil.copy(CLIP, inside)
+    check_request_value({"video": {"path": str(inside)}}, "video", policy)
+    check_request_value("a reference transcript", None, policy)
+    with pytest.raises(UploadError, match="this input does not take files"):
+        check_request_value({"path": str(inside)}, None, policy)
+    with pytest.raises(UploadError, match="not an accepted image file"):
+        check_request_value({"path": str(inside)}, "image", policy)
 
 
 def test_wrong_extension_is_refused_before_probing(uploads, policy):
@@ -352,6 +386,65 @@ def test_wrong_file_type_is_an_error_message_not_a_crash(served):
         client.predict(handle_file(str(CLIP)), None, None, "q", "a", "", "c", "d", api_name="/qa")
 
 
+def _raw_call(url: str, api: str, data: list) -> tuple[str, dict]:
+    """POST `data` as is to the app's HTTP API (no client-side upload) and return the final (event, payload)."""
+    import httpx
+
+    r = httpx.post(f"{url.rstrip('/')}/gradio_api/call/{api}", json={"data": data}, timeout=60)
+    r.raise_for_status()
+    stream = httpx.get(f"{url.rstrip('/')}/gradio_api/call/{api}/{r.json()['event_id']}", timeout=120).text
+    events = [line.removeprefix("event: ") for line in stream.splitlines() if line.startswith("event: ")]
+    payloads = [line.removeprefix("data: ") for line in stream.splitlines() if line.startswith("data: ")]
+    return events[-1], json.loads(payloads[-1])
+
+
+def _file_data(path) -> dict:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def test_raw_filedata_naming_a_server_path_is_refused_before_anything_is_copied(served, tmp_path):
+    _, url, uploads = served
+    outside = tmp_path / "clip.mp4"
+    shutil.copy(CLIP, outside)
+    before = sorted(uploads.rglob("*"))
+    for path in (outside, "/etc/passwd", CLIP, "http://127.0.0.1:9/x.mp4", uploads / ".." / "clip.mp4"):
+        for api, data in (("transcribe", [_file_data(path), "", False]),
+                          ("qa", [None, _file_data(path), None, "q", "a", "b", "c", "d"])):
+            event, payload = _raw_call(url, api, data)
+            message = payload["error"] or ""
+            assert event == "error" and "only files uploaded to this demo" in message, (api, path, payload)
+            assert "/" not in message and str(tmp_path) not in json.dumps(payload)
+    # a file posted to a text input is refused too (Gradio would otherwise copy it into its cache)
+    event, payload = _raw_call(url, "transcribe", [None, _file_data(outside), False])
+    assert event == "error" and "does not take files" in payload["error"]
+    assert sorted(uploads.rglob("*")) == before  # nothing was copied into the upload dir
+
+
+def test_qa_with_a_non_image_in_the_image_slot_gets_the_demos_message(served, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    _, url, _ = served
+    client = Client(url, verbose=False)
+    video_as_png = tmp_path / "still.png"
+    shutil.copy(CLIP, video_as_png)
+    text_as_png = tmp_path / "notes.png"
+    text_as_png.write_text("not an image")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    for path, expected in ((video_as_png, "'still.png' could not be read as an image"),
+                           (text_as_png, "'notes.png' could not be read as an image"),
+                           (text, "'notes.txt' is not an accepted image file")):
+        with pytest.raises(AppError, match=expected):
+            client.predict(None, handle_file(str(path)), None, "q", "a", "b", "c", "d", api_name="/qa")
+
+
+def test_the_served_app_reads_only_its_upload_dir(served):
+    app, _, uploads = served
+    assert app.avcot_policy.roots == (uploads.resolve(),)
+    assert sorted(app.avcot_kinds.values()) == ["audio", "image", "video", "video"]
+
+
 def test_oversize_upload_is_rejected_by_the_server(served, tmp_path):
     _, url, _ = served
     boundary = "avcotboundary"
@@ -374,7 +467,7 @@ def test_handler_refuses_paths_outside_its_roots(tiny, tmp_path):
     uploads.mkdir()
     handler = _transcribe_handler(tiny, UploadPolicy(roots=(uploads, SYNTH)), MediaSettings(max_new_tokens=4))
     for path in (str(uploads / ".." / ".." / "etc" / "passwd"), "/etc/hostname", str(SYNTH / ".." / "bad" / "x.mp4")):
-        with pytest.raises(gr.Error, match="outside the demo's upload and examples folders"):
+        with pytest.raises(gr.Error, match="only files uploaded to this demo"):
             next(handler(path, "", False))
 
 

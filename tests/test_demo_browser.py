@@ -114,3 +114,18 @@ def test_oversize_upload_is_rejected_in_the_browser(page, tmp_path):
     big.write_bytes(os.urandom(2 * 1024 * 1024))
     _upload(page, big)
     assert '"big.mp4"' in _toast_with(page, "exceed the maximum allowed size of 1.0 Mb")
+
+
+def test_a_bundled_example_runs_from_the_upload_dir(page):
+    import json
+
+    # The examples are served from Gradio's copies in the upload dir, the only folder the app reads.
+    reference = json.loads((SYNTH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[0])["text"]
+    page.get_by_text(reference, exact=True).first.click()
+    page.wait_for_function(
+        f"() => document.querySelector('#tr-reference textarea')?.value === {json.dumps(reference)}")
+    page.wait_for_timeout(1000)
+    page.locator("#tr-run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#tr-status textarea')?.value.startsWith('done')")
+    assert page.locator("#tr-cer textarea").input_value().endswith("%")
