@@ -267,11 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (service managers, `kill`) would skip atexit and `finally`; treat it like Ctrl-C, which
     # Gradio's launch loop answers by closing the server.
     signal.signal(signal.SIGTERM, _interrupt)
+    app = None
     try:
         app = build_app(loaded, uploads.path, examples_dir=args.examples, max_upload_mb=args.max_upload_mb,
                         media=media)
         print(f"{loaded.description}; serving on http://{args.host}:{args.port}", file=sys.stderr)
         launch(app, host=args.host, port=args.port, share=args.share, max_upload_mb=args.max_upload_mb)
+    except KeyboardInterrupt:
+        # A stop that lands while launch() is still starting up (the server already answers) comes here
+        # instead of Gradio's launch loop: close the server ourselves; this is a normal stop (status 0).
+        if app is not None:
+            app.close()
     finally:
         uploads.cleanup()
     return 0
