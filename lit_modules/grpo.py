@@ -6,7 +6,10 @@ One training step, for a batch of B left-padded prompts:
 2. rewards: a weighted sum of reward functions named by dotted path (`avcot.rewards.*`), called TRL-style as
    `f(completions, **meta)` where `meta` holds the batch's per-prompt fields (e.g. `answers`, `references`)
    repeated G times; `avcot.grpo.group_advantages` normalises them per group;
-3. reference log-probs from the same weights with the adapter disabled (`model.disable_adapter()`), no copy;
+3. reference log-probs (`avcot.reference`): by default the policy GRPO starts from. With an SFT adapter that is a
+   frozen second copy of it (PEFT adapter "reference", made active for the reference forward only); without one,
+   the base with the adapter disabled (a fresh LoRA is zero, and after a full SFT `base` is that model).
+   `reference="base"` anchors to the base with the adapter disabled even after a LoRA SFT;
 4. `num_iterations` policy updates (manual optimisation) of `avcot.grpo.grpo_loss` (clipped surrogate, eps 0.2,
    k3 KL, beta 0.01); with one iteration old_logp = logp.detach(), as TRL. The update forward takes the
    prompt's merged embeddings kept by the prefill, so the encoders run once per prompt per step.
@@ -16,6 +19,9 @@ Distributed. DDP: plain; Lightning prepares the reducer before every manual back
 model (`lit_modules.sft.shard_model`). The rollout gathers every unit's parameters once for the whole rollout
 (`avcot.rollout.gathered_for_generation`), then reshards them, and the decode loop stops only when every rank is
 done so all ranks run the same number of forwards; the update forwards run through the sharded model's own forward.
+The static-cache rollout (`static_rollout`) decodes inside the same gather; under FSDP2 its step runs eager (not
+compiled: the gathered parameters get new storage at every rollout, which CUDA graphs would have to re-capture).
+The frozen reference adapter is sharded with the rest and never reduced (it has no gradients).
 
 Departures from the AVRT paper: none in the objective. Beyond it: several updates per batch and a token-level
 loss reduction are options; the LoRA dropout is kept in the update forward (set `lora.dropout: 0` for an exact
@@ -26,14 +32,17 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_logprobs
-from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker
+from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker, lora_settings
 from avcot.processor import load_processor
+from avcot.reference import ReferenceKind, add_reference_adapter, describe_reference, reference_weights
 from avcot.rewards import combine_rewards, format_reward
 from avcot.rollout import (
     Rollout,
@@ -82,16 +91,13 @@ def microbatch_weight(mask: torch.Tensor, rows: slice, loss_type: LossType) -> f
 
 
 class GRPOModule(L.LightningModule):
-    """GRPO with LoRA on the Qwen2.5-Omni thinker; reference = the same model with the adapter disabled."""
+    """GRPO with LoRA on the Qwen2.5-Omni thinker; reference = the starting policy (or the base, as an option)."""
 
     def __init__(
         self,
         base: str = "tiny",
         adapter: str | None = None,
-        lora_r: int = 8,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.05,
-        lora_target: Literal["attention", "all-linear"] = "attention",
+        lora: LoraSettings = LoraSettings(),
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         quantization: Literal["none", "nf4"] = "none",
         rewards: Sequence[str] = DEFAULT_REWARDS,
@@ -110,15 +116,14 @@ class GRPOModule(L.LightningModule):
         max_grad_norm: float | None = 1.0,
         seed: int = 0,
         static_rollout: bool = False,
+        reference: ReferenceKind = "start",
     ) -> None:
         """
         Args:
             base: 'tiny' (embedded random test model) or a Qwen2.5-Omni checkpoint directory.
-            adapter: SFT LoRA adapter directory to start from (trainable); None adds a fresh LoRA (lora_*).
-            lora_r: rank of a fresh adapter.
-            lora_alpha: LoRA alpha of a fresh adapter.
-            lora_dropout: LoRA dropout of a fresh adapter (off while sampling; 0 gives ratio exactly 1).
-            lora_target: 'attention' (q/k/v/o of the LM) or 'all-linear'.
+            adapter: SFT LoRA adapter directory to start from (trainable); None adds a fresh LoRA (`lora`).
+            lora: settings of a fresh adapter: YAML `lora: {r: 8, alpha: 32, dropout: 0.05, target: attention}`,
+                CLI `--model.init_args.lora.r 8` (the dropout is off while sampling; 0 gives a ratio of exactly 1).
             dtype: float32 | bfloat16 | float16 weights.
             quantization: none | nf4 (QLoRA base).
             rewards: dotted paths of reward functions `(completions, **meta) -> list[float]`.
@@ -127,7 +132,7 @@ class GRPOModule(L.LightningModule):
             max_new_tokens: longest completion.
             temperature: sampling temperature (also divides the logits of the loss, as TRL).
             clip_eps: PPO clip range epsilon.
-            beta: weight of the k3 KL to the reference (adapter disabled); 0 skips the reference forward.
+            beta: weight of the k3 KL to the reference policy (`reference`); 0 skips the reference forward.
             loss_type: 'grpo' (per-sequence token mean, then mean) or 'token' (one mean over all tokens).
             num_iterations: policy updates per sampled batch (mu); 1 = on-policy.
             micro_batch_prompts: prompts (x G completions) per update forward; gradients accumulate.
@@ -137,10 +142,15 @@ class GRPOModule(L.LightningModule):
             max_grad_norm: gradient clipping norm (None: off).
             seed: seed of the tiny model / fresh LoRA init and of sampling (each rank adds its rank).
             static_rollout: decode with a static KV cache (compiled decode step on CUDA) instead of a growing
-                one (`RolloutSettings.static`); same tokens for the same generator. Single device or DDP only
-                (not tried with FSDP2 sharding).
+                one (`RolloutSettings.static`); same tokens for the same generator. Under FSDP2 the step runs eager
+                inside the rollout's one parameter gather.
+            reference: the policy the KL anchors to. 'start': the policy GRPO starts from (with `adapter`, a frozen
+                copy of that SFT adapter; without, the base = the start); 'base': the base with the adapter disabled
+                (after a LoRA SFT, the model before SFT).
         """
         super().__init__()
+        self.lora = lora_settings(lora)
+        lora = asdict(self.lora)  # hparams hold plain data: checkpoints load with weights_only, as LightningCLI's do
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.reward_funcs = [resolve_reward(r) for r in rewards]
@@ -180,17 +190,16 @@ class GRPOModule(L.LightningModule):
         if self.model is not None:
             return
         h = self.hparams
-        if h.static_rollout and self.device_mesh is not None:
-            raise ValueError("static_rollout is for one device or DDP; with FSDP2 (ModelParallelStrategy) set "
-                             "model.init_args.static_rollout: false")
         with torch.random.fork_rng(devices=[]):  # identical LoRA init on every rank, whatever the global RNG
             torch.manual_seed(h.seed)
             model = load_thinker(h.base, dtype=h.dtype, quantization=h.quantization, seed=h.seed)
             if h.adapter:
                 model = load_adapter(model, h.adapter, trainable=True)
             else:
-                model = apply_lora(model, LoraSettings(r=h.lora_r, alpha=h.lora_alpha, dropout=h.lora_dropout,
-                                                       target=h.lora_target))
+                model = apply_lora(model, self.lora)
+            if h.adapter and h.reference == "start":
+                model = add_reference_adapter(model, h.adapter)
+        rank_zero_info(describe_reference(h.base, h.adapter, h.reference))
         freeze_encoders(unwrap_thinker(model))
         if self.device_mesh is not None:
             shard_model(model, self.device_mesh)
@@ -227,9 +236,18 @@ class GRPOModule(L.LightningModule):
 
     @torch.no_grad()
     def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        """Per-token log-probs [R, N] with the LoRA adapter disabled (the frozen base = reference policy)."""
-        with self.model.disable_adapter():
-            return self.completion_logprobs(rollout)
+        """Per-token log-probs [R, N] under the reference policy (`avcot.reference.reference_weights`).
+
+        Run in eval mode: the reference is a fixed policy, so no LoRA dropout on the frozen adapter's branch.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with reference_weights(self.model):
+                return self.completion_logprobs(rollout)
+        finally:
+            self.model.train(was_training)
+            freeze_encoders(unwrap_thinker(self.model))
 
     # ---- rewards -----------------------------------------------------------------------------------------
     def score(self, texts: list[str], meta: dict) -> tuple[torch.Tensor, dict[str, list[float]]]:

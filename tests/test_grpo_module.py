@@ -166,13 +166,14 @@ def _lora_state(module) -> dict[str, torch.Tensor]:
 def test_tiny_fit_changes_lora_weights_and_logs_rewards(tmp_path, data_dir, num_iterations):
     import lightning as L
 
+    from avcot.model import LoraSettings
     from datamodules.mcq import McqDataModule
     from lit_modules.grpo import GRPOModule
 
     manifest = Path(data_dir) / "synth" / "mcq.jsonl"
     dm = McqDataModule(train_manifest=str(manifest), target="none", batch_size=2, num_frames=2, frame_size=56,
                        max_seconds=2.0)
-    module = GRPOModule(base="tiny", group_size=3, max_new_tokens=6, lr=5e-2, lora_dropout=0.0,
+    module = GRPOModule(base="tiny", group_size=3, max_new_tokens=6, lr=5e-2, lora=LoraSettings(dropout=0.0),
                         num_iterations=num_iterations, micro_batch_prompts=1)
     module.configure_model()
     module.reward_funcs = [_distinct_token_reward]
@@ -284,12 +285,159 @@ def test_static_rollout_equals_dynamic_rollout(tiny_batch, temperature):
     assert torch.equal(sta.prefill.next_position, dyn.prefill.next_position)
 
 
-def test_static_rollout_is_refused_under_fsdp2():
-    """Sharded parameters were never tried with the static decoder: a clear error, not a silent wrong path."""
+def test_static_step_is_compiled_on_cuda_but_not_under_fsdp2():
+    """FSDP2 gathers parameters into new storage every rollout, so the static step runs eager there by default."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from avcot.rollout import RolloutEngine, RolloutSettings
+
+    engine = RolloutEngine.__new__(RolloutEngine)  # only what `compiles` reads
+    engine.model = torch.nn.Linear(1, 1)
+    engine.thinker = SimpleNamespace(lm_head=SimpleNamespace(weight=SimpleNamespace(device=torch.device("cuda"))))
+    static, forced, plain = (RolloutSettings(static=True), RolloutSettings(static=True, compile=True),
+                             RolloutSettings(static=False))
+    assert engine.compiles(static) and not engine.compiles(plain)
+    with mock.patch("avcot.rollout.engine.is_sharded", return_value=True):
+        assert not engine.compiles(static)
+        assert engine.compiles(forced)
+
+
+# ---- the reference policy ------------------------------------------------------------------------------------
+
+
+def _rollout_of(module, batch, seed: int = 3):
+    from unittest import mock
+
     from lit_modules.grpo import GRPOModule
 
-    module = GRPOModule(base="tiny", static_rollout=True)
-    module._device_mesh = object()  # what ModelParallelStrategy sets before configure_model
-    with pytest.raises(ValueError, match="static_rollout: false"):
+    module._generator = torch.Generator().manual_seed(seed)
+    with mock.patch.object(GRPOModule, "trainer", mock.Mock(world_size=1)):
+        return module._rollout(batch)
+
+
+def _policy_logprobs(module, rollout) -> torch.Tensor:
+    with torch.no_grad():
+        return module.completion_logprobs(rollout)
+
+
+def _kl_recorder():
+    """A Lightning callback recording the logged `kl` of every training step (before that step's update)."""
+    import lightning as L
+
+    class KlPerStep(L.Callback):
+        def __init__(self):
+            self.kl: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.kl.append(float(trainer.callback_metrics["kl"]))
+
+    return KlPerStep()
+
+
+def _fit(module, tmp_path, data_dir, max_steps: int, ckpt_path=None):
+    import lightning as L
+
+    from datamodules.mcq import McqDataModule
+
+    dm = McqDataModule(train_manifest=str(Path(data_dir) / "synth" / "mcq.jsonl"), target="none", batch_size=2,
+                       num_frames=2, frame_size=56, max_seconds=2.0)
+    module.reward_funcs, module.reward_weights = [_distinct_token_reward], [1.0]
+    kl = _kl_recorder()
+    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+                        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, callbacks=[kl])
+    trainer.fit(module, dm, ckpt_path=ckpt_path)
+    return kl.kl
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tmp_path_factory):
+    from sft_adapter import make_sft_adapter
+
+    return make_sft_adapter(tmp_path_factory.mktemp("sft") / "adapter-last")
+
+
+def test_reference_start_is_the_frozen_sft_adapter(tmp_path, data_dir, tiny_batch, sft_adapter, caplog):
+    """From a trained SFT adapter: KL is exactly 0 before the first update, the reference never moves."""
+    import logging
+
+    from safetensors import safe_open
+
+    from avcot.model import load_adapter, load_thinker
+    from lit_modules.grpo import GRPOModule
+
+    batch, _, _ = tiny_batch
+    module = GRPOModule(base="tiny", adapter=str(sft_adapter), group_size=3, max_new_tokens=6, lr=5e-2)
+    with caplog.at_level(logging.INFO):
         module.configure_model()
-    assert module.model is None
+    assert f"SFT adapter '{sft_adapter}'" in caplog.text and "KL reference: the SFT adapter" in caplog.text
+    rollout = _rollout_of(module, batch)
+    ref_before = module.reference_logprobs(rollout)
+    sft_only = GRPOModule(base="tiny", group_size=3, max_new_tokens=6)
+    sft_only.model = load_adapter(load_thinker("tiny"), str(sft_adapter)).eval()
+    assert torch.equal(ref_before, _policy_logprobs(sft_only, rollout))  # the reference is the SFT policy
+    with torch.no_grad(), sft_only.model.disable_adapter():
+        base = sft_only.completion_logprobs(rollout)
+    assert (ref_before - base).abs().max() > 1e-2  # ... which is not the base
+
+    kl = _fit(module, tmp_path, data_dir, max_steps=3)
+    assert kl[0] == 0.0  # reference = start: before any update the policy is the reference, bit for bit
+    assert kl[-1] > 0  # the updates moved the policy away from it
+    assert torch.equal(module.reference_logprobs(rollout), ref_before)  # and the reference did not move
+    assert not torch.equal(_policy_logprobs(module, rollout), ref_before)
+    trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
+    assert trainable and not any(".reference." in n for n in trainable)
+    (ckpt,) = Path(tmp_path).rglob("*.ckpt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert state and all(".default." in k for k in state)  # the frozen copy is not checkpointed
+    (saved,) = Path(tmp_path).rglob("adapter-last/adapter_model.safetensors")
+    with safe_open(str(saved), "pt") as f:
+        assert not any("reference" in k for k in f.keys())
+
+
+def test_resume_rebuilds_the_reference_from_the_adapter(tmp_path, data_dir, tiny_batch, sft_adapter):
+    from lit_modules.grpo import GRPOModule
+
+    batch, _, _ = tiny_batch
+    first = GRPOModule(base="tiny", adapter=str(sft_adapter), group_size=3, max_new_tokens=6, lr=5e-2)
+    _fit(first, tmp_path, data_dir, max_steps=2)
+    (ckpt,) = Path(tmp_path).rglob("*.ckpt")
+    resumed = GRPOModule(base="tiny", adapter=str(sft_adapter), group_size=3, max_new_tokens=6, lr=5e-2)
+    kl = _fit(resumed, tmp_path / "resumed", data_dir, max_steps=3, ckpt_path=str(ckpt))
+    assert len(kl) == 1 and kl[0] > 0  # step 3 starts from the trained policy, not from the reference
+    rollout = _rollout_of(resumed, batch)
+    assert torch.equal(resumed.reference_logprobs(rollout), first.reference_logprobs(rollout))
+
+
+def test_reference_base_keeps_the_adapter_disabled_model(tmp_path, data_dir, tiny_batch, sft_adapter):
+    from avcot.model import load_thinker
+    from lit_modules.grpo import GRPOModule
+
+    batch, _, _ = tiny_batch
+    module = GRPOModule(base="tiny", adapter=str(sft_adapter), group_size=3, max_new_tokens=6, lr=5e-2,
+                        reference="base")
+    module.configure_model()
+    assert "reference" not in module.model.peft_config
+    rollout = _rollout_of(module, batch)
+    plain = GRPOModule(base="tiny", group_size=3, max_new_tokens=6)
+    plain.model = load_thinker("tiny").eval()
+    assert torch.allclose(module.reference_logprobs(rollout), _policy_logprobs(plain, rollout), atol=1e-6)
+    kl = _fit(module, tmp_path, data_dir, max_steps=1)
+    assert kl[0] > 0  # the SFT policy is already away from the base
+
+
+def test_active_adapter_routes_without_touching_requires_grad(sft_adapter):
+    from avcot.model import load_adapter, load_thinker
+    from avcot.reference import active_adapter, add_reference_adapter
+
+    model = add_reference_adapter(load_adapter(load_thinker("tiny"), str(sft_adapter), trainable=True),
+                                  str(sft_adapter))
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    with active_adapter(model, "reference"):
+        assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    with pytest.raises(ValueError, match="no adapter layer"):
+        with active_adapter(model, "nope"):
+            pass
+    with pytest.raises(ValueError, match="already has"):
+        add_reference_adapter(model, str(sft_adapter))

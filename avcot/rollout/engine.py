@@ -15,7 +15,10 @@
    the static path, where a host sync would stall the graphs); with `sync_ranks` the stop is agreed across
    ranks by an all-reduce so sharded forwards stay in lock-step.
 
-Under FSDP2 every unit's parameters are gathered once for the whole rollout (`gathered_for_generation`).
+Under FSDP2 every unit's parameters are gathered once for the whole rollout (`gathered_for_generation`), for the
+growing and the static cache alike. There the static step runs eager unless `RolloutSettings.compile` is True: the
+gather gives the parameters new storage at every rollout, so CUDA graphs captured in one rollout would have to be
+re-captured in the next (and forcing it is untested on GPUs).
 """
 from __future__ import annotations
 
@@ -192,9 +195,12 @@ class RolloutEngine:
         self._cache_shape: tuple | None = None
 
     def compiles(self, settings: RolloutSettings) -> bool:
-        """Whether `settings` decode through the compiled step (static decoding; compile, or None on CUDA)."""
+        """Whether `settings` decode through the compiled step (static decoding; compile, or None: on CUDA and
+        not FSDP2-sharded)."""
+        if settings.compile is not None:
+            return settings.static and settings.compile
         on_cuda = self.thinker.lm_head.weight.device.type == "cuda"
-        return settings.static and (on_cuda if settings.compile is None else settings.compile)
+        return settings.static and on_cuda and not is_sharded(self.model)
 
     def _fixed_cache(self, pre: Prefill, cache: DynamicCache, logits: torch.Tensor,
                      settings: RolloutSettings) -> _FixedCache:
@@ -238,6 +244,13 @@ class RolloutEngine:
 def sample(model, batch: dict, settings: RolloutSettings, **kwargs) -> Rollout:
     """One-shot `RolloutEngine(model).sample(...)`; keep an engine to reuse compiled static steps."""
     return RolloutEngine(model).sample(batch, settings, **kwargs)
+
+
+def is_sharded(model) -> bool:
+    """Whether any part of `model` is an FSDP2 unit (`fully_shard`)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 @contextlib.contextmanager

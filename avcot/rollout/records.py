@@ -28,7 +28,7 @@ class RolloutSettings:
     """Decode with a static KV cache and one fixed-shape step (compiled per `compile`) instead of a cache
     that grows by one token per step. Same tokens; the fixed shapes are what CUDA graphs need."""
     compile: bool | None = None
-    """Static decoding only: compile the decode step (CUDA graphs); None = only on CUDA."""
+    """Static decoding only: compile the decode step (CUDA graphs); None = only on CUDA and not FSDP2-sharded."""
     cache_bucket: int = 256
     """Static decoding only: the cache length (prompt + new tokens) is rounded up to a multiple of this, so
     prompts of different lengths reuse one compiled graph instead of recompiling per length."""
