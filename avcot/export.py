@@ -70,24 +70,25 @@ class ExportReport:
     """Files in the exported directory."""
 
 
-def quantization_of(model) -> str | None:
-    """'4-bit' / '8-bit' / the quantization method when `model` (or a PEFT model's base) is quantized, else None."""
+def quantization_of(model) -> tuple[str, str] | None:
+    """(how it is loaded, what its weights are), e.g. ('4-bit', 'nf4'), when `model` (or a PEFT model's base)
+    is quantized; None for full-precision weights."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base, "is_loaded_in_4bit", False):
-        return "4-bit"
-    if getattr(base, "is_loaded_in_8bit", False):
-        return "8-bit"
     qc = getattr(getattr(base, "config", None), "quantization_config", None)
-    if qc is not None:
-        return str(qc.get("quant_method", "quantized") if isinstance(qc, dict) else getattr(qc, "quant_method", qc))
-    if any(type(m).__name__ in QUANTIZED_MODULES for m in base.modules()):
-        return "quantized"
+    qc = qc if isinstance(qc, dict) else (qc.to_dict() if hasattr(qc, "to_dict") else {})
+    method = str(qc.get("quant_method", "quantized"))
+    if getattr(base, "is_loaded_in_4bit", False):
+        return "4-bit", str(qc.get("bnb_4bit_quant_type", "4-bit"))
+    if getattr(base, "is_loaded_in_8bit", False):
+        return "8-bit", "int8"
+    if qc or any(type(m).__name__ in QUANTIZED_MODULES for m in base.modules()):
+        return method, method
     return None
 
 
-def quantized_refusal(what: str) -> ExportError:
+def quantized_refusal(loaded: str, weights: str) -> ExportError:
     """The one error for every quantized-base case."""
-    return ExportError(f"the base is loaded in {what}: merging into {what} weights loses precision and is not "
+    return ExportError(f"the base is loaded in {loaded}: merging into {weights} weights loses precision and is not "
                        "supported; load the base in bfloat16: --dtype bfloat16")
 
 
@@ -101,7 +102,7 @@ def merge_adapter(model, *, progress: bool = True):
         raise TypeError(f"merge_adapter expects a PEFT model, got {type(model).__name__}")
     quantized = quantization_of(model)
     if quantized is not None:
-        raise quantized_refusal(quantized)
+        raise quantized_refusal(*quantized)
     try:
         return model.merge_and_unload(progressbar=progress, safe_merge=True)
     except ValueError as e:  # safe_merge found NaNs: a broken adapter
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: full for a full base, else thinker; vllm: what `vllm serve` loads")
     ap.add_argument("--dtype", default="auto", choices=DTYPES,
                     help="load, merge and write in this dtype; auto: the checkpoint's own (float32 for tiny)")
-    ap.add_argument("--processor", default=None, help="processor source (default: --base)")
+    ap.add_argument("--processor", default=None, help="processor source; None: the --base's ('tiny': the embedded one)")
     ap.add_argument("--seed", type=int, default=0, help="init seed of the tiny base (must match training)")
     ap.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard")
     ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

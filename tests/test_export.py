@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avcot.export import ExportError, build_parser, export, main, merge_adapter
+from avcot.export import ExportError, build_parser, export, main, merge_adapter, quantization_of
 
 SYNTH = Path(__file__).parent / "data" / "synth"
 ATOL = 1e-5  # merging reorders fp32 sums: W x + B(A x) vs (W + B A) x
@@ -220,8 +220,11 @@ def test_merging_into_a_4bit_base_is_refused(adapter):
     from avcot.model import load_adapter, load_thinker
 
     nf4 = load_adapter(load_thinker("tiny", quantization="nf4"), str(adapter))
-    with pytest.raises(ExportError, match=r"loaded in 4-bit: merging .* not supported; .*--dtype bfloat16"):
+    assert quantization_of(nf4) == ("4-bit", "nf4") and quantization_of(load_thinker("tiny")) is None
+    with pytest.raises(ExportError) as refused:
         merge_adapter(nf4)
+    assert str(refused.value) == ("the base is loaded in 4-bit: merging into nf4 weights loses precision and is not "
+                                  "supported; load the base in bfloat16: --dtype bfloat16")
 
 
 def test_a_quantized_checkpoint_is_refused_before_loading(work, adapter, capsys):
