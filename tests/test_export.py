@@ -275,12 +275,14 @@ def test_user_mistakes_end_with_one_line_naming_the_reason(work, adapter, thinke
     assert (full / "keep.txt").is_file() and (thinker_out / "config.json").is_file()
 
 
-def test_overwrite_replaces_a_non_empty_output(work, adapter):
+def test_overwrite_replaces_a_non_empty_output_in_the_chosen_dtype(work, adapter):
     out = work / "replace-me"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    report = export("tiny", str(adapter), out, overwrite=True, progress=False)
+    report = export("tiny", str(adapter), out, overwrite=True, dtype="bfloat16", progress=False)
     assert "stale.txt" not in report.files and (out / "model.safetensors").is_file()
+    assert report.dtype == "bfloat16" and {t.dtype for t in _tensors(out).values()} == {torch.bfloat16}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
 
 
 def test_help_shows_every_default():
