@@ -248,10 +248,11 @@ def split_rows(rows: Sequence[dict], val_fraction: float, seed: int,
 
 
 class EpochSeededSampler(Sampler[int]):
-    """Shuffled (or ordered) indices that depend only on (seed, epoch).
+    """Shuffled (or ordered) indices that depend only on (seed, epoch); the global RNG is never touched.
 
-    Lightning calls `set_epoch` before each epoch, so a resumed run draws the same order as an
-    uninterrupted one; the global RNG is never touched.
+    Lightning calls `set_epoch` before each epoch; `RowLoader` reads it when the epoch's first batch is
+    taken and skips the batches a resumed checkpoint had already trained, so a resumed run draws the same
+    order as an uninterrupted one.
     """
 
     def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True):

@@ -1,12 +1,15 @@
-"""Resume from a (LoRA-only) checkpoint: the step count continues and the loss trajectory matches an
-uninterrupted run, both in-process and after a `kill -9` of a `fit` subprocess.
+"""Resume from a (LoRA-only) checkpoint: the step count continues, an interrupted-and-resumed run sees exactly
+the batches (ids, batch by batch) of an uninterrupted one from a mid-epoch or an end-of-epoch checkpoint, and
+the loss trajectory matches, both in-process and after a `kill -9` of a `fit` subprocess.
 
 LoRA dropout is 0 here: Lightning does not restore the global RNG, so dropout masks after a resume
 would differ from the uninterrupted run's; the data order does not depend on it (EpochSeededSampler).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from test_datamodule import write_traced_manifest
 
+from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule
 from lit_modules.sft import SFTModule
 
@@ -45,8 +49,108 @@ def _run(manifest: Path, root: Path, recorder: LossRecorder, ckpt_path: str | No
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[recorder, ckpt],
                         default_root_dir=str(root))
-    trainer.fit(SFTModule(lr=1e-2, lora_dropout=0.0, warmup_steps=2), dm, ckpt_path=ckpt_path)
+    trainer.fit(SFTModule(lr=1e-2, lora=LoraSettings(dropout=0.0), warmup_steps=2), dm, ckpt_path=ckpt_path)
     return trainer
+
+
+class BatchIds(L.LightningModule):
+    """A one-weight module that records the ids of every training batch: the order is the property under test."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.ids: list[tuple[str, ...]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.ids.append(tuple(batch["ids"]))
+        return self.w.sum() * batch["input_ids"].float().mean()
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class StopAtStep(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True  # the interruption, right after the step-checkpoint is written
+
+
+def _fit_ids(manifest: Path, root: Path, *, group_by_length: bool, num_workers: int, stop: int | None = None,
+             ckpt_path: Path | None = None) -> list[tuple[str, ...]]:
+    """Ids of every training batch of a 2-epoch fit through the real CavsrDataModule (10 rows: 8 train in
+    batches of 2, 2 val), with a checkpoint after every step (steps/) and every epoch (epochs/)."""
+    dm = CavsrDataModule(train_manifest=str(manifest), val_fraction=0.2, split_column=None, batch_size=2,
+                         num_frames=2, frame_size=56, max_seconds=2.0, group_by_length=group_by_length,
+                         num_workers=num_workers, rejects_path=str(root / "rejects.jsonl"))
+    callbacks = [ModelCheckpoint(dirpath=str(root / "steps"), every_n_train_steps=1, save_top_k=-1),
+                 ModelCheckpoint(dirpath=str(root / "epochs"), every_n_epochs=1, save_top_k=-1)]
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root),
+                        callbacks=callbacks + ([StopAtStep(stop)] if stop else []))
+    module = BatchIds()
+    trainer.fit(module, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    return module.ids
+
+
+@pytest.mark.parametrize("group_by_length,num_workers", [
+    pytest.param(False, 0, id="shuffle-main"), pytest.param(True, 1, id="grouped-workers"),
+    pytest.param(True, 0, id="grouped-main", marks=pytest.mark.slow),  # ~12 s each: the two above cover
+    pytest.param(False, 1, id="shuffle-workers", marks=pytest.mark.slow),  # both samplers and both causes
+])
+def test_interrupted_and_resumed_run_sees_the_same_batches(tmp_path, group_by_length, num_workers):
+    """Mid-epoch: a plain loader started the epoch over (first batches twice, last never). End of epoch, with
+    workers: the resumed epoch drew the shuffle of epoch 0 (indices were sent to the workers before set_epoch)."""
+    manifest = write_traced_manifest(tmp_path / "m.jsonl", 10)
+    kw = dict(group_by_length=group_by_length, num_workers=num_workers)
+    full = _fit_ids(manifest, tmp_path / "full", **kw)
+    assert len(full) == 8 and len(set(full[:4])) == 4 and full[:4] != full[4:]
+    cut = _fit_ids(manifest, tmp_path / "cut", stop=6, **kw)  # 2 batches into epoch 1
+    assert cut == full[:6]
+    mid = _fit_ids(manifest, tmp_path / "mid", ckpt_path=tmp_path / "cut" / "steps" / "epoch=1-step=6.ckpt", **kw)
+    assert mid == full[6:]
+    end = _fit_ids(manifest, tmp_path / "end", ckpt_path=tmp_path / "cut" / "epochs" / "epoch=0-step=4.ckpt", **kw)
+    assert end == full[4:]
+
+
+def test_row_loader_skips_trained_batches_without_decoding_them():
+    """After `load_state_dict`, the epoch's first batches are skipped as indices (never built) and the count
+    goes on from there; the iterator reads the sampler's epoch on the first `next()`, after `set_epoch`."""
+    from datamodules.common import EpochSeededSampler
+    from datamodules.loader import RowLoader
+
+    built: list[int] = []
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            built.append(i)
+            return i
+
+    def loader():
+        return RowLoader(Items(), batch_size=2, sampler=EpochSeededSampler(10, seed=1),
+                         collate_fn=lambda xs: {"ids": xs, "meta": {}})
+
+    reference = loader()
+    reference.sampler.set_epoch(3)
+    epoch3 = [b["ids"] for b in reference]
+    resumed = loader()
+    resumed.load_state_dict({"epoch": 3, "batches": 2})
+    it = iter(resumed)  # Lightning creates the iterator first ...
+    resumed.sampler.set_epoch(3)  # ... and sets the epoch after
+    built.clear()
+    assert [b["ids"] for b in it] == epoch3[2:]
+    assert sorted(built) == sorted(i for b in epoch3[2:] for i in b)
+    assert resumed.state_dict() == {"epoch": 3, "batches": 5} and len(resumed) == 5
+    resumed.sampler.set_epoch(4)  # the next epoch is whole again
+    assert len([b for b in resumed]) == 5
 
 
 def test_resume_continues_steps_and_loss_trajectory(tmp_path):
@@ -76,7 +180,7 @@ def _cli(root: Path, manifest: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "avcot.cli", "fit", "--config", "configs/tiny.yaml",
             "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
             "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0",
-            "--model.init_args.lora_dropout", "0.0", "--data.init_args.train_manifest", str(manifest),
+            "--model.init_args.lora.dropout", "0.0", "--data.init_args.train_manifest", str(manifest),
             "--data.init_args.target", "avcot",
             "--data.init_args.val_fraction", "0.0", "--data.init_args.rejects_path", str(root / "rejects.jsonl"),
             *extra]
@@ -114,3 +218,60 @@ def test_resume_after_kill_minus_9(tmp_path):
     assert min(resumed) == 5 and max(resumed) == 8  # continues from step 4, not from 0
     for step, loss in resumed.items():
         assert abs(loss - full[step]) < 1e-4, (step, loss, full[step])
+
+
+DDP_SCRIPT = """
+import json, sys
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from datamodules.cavsr import CavsrDataModule
+from test_resume import BatchIds, StopAtStep
+
+manifest, out, stop, ckpt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+
+class Record(BatchIds):
+    def training_step(self, batch, batch_idx):
+        with open(f"{out}/ids{self.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(batch["ids"]) + "\\n")
+        return super().training_step(batch, batch_idx)
+
+
+dm = CavsrDataModule(train_manifest=manifest, val_fraction=0.0, batch_size=2, num_frames=2, frame_size=56,
+                     max_seconds=2.0, num_workers=1, rejects_path=out + "/r.jsonl")
+callbacks = [ModelCheckpoint(dirpath=out + "/ck", every_n_train_steps=1, save_top_k=-1)]
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, limit_val_batches=0, default_root_dir=out,
+                    callbacks=callbacks + ([StopAtStep(stop)] if stop else []))
+trainer.fit(Record(), dm, ckpt_path=None if ckpt == "-" else ckpt)
+"""
+
+
+@pytest.mark.slow  # three 2-rank DDP runs: 60-200 s on 2 shared cores
+def test_ddp_resume_sees_the_same_batches_on_every_rank(tmp_path):
+    """Under DDP Lightning re-creates the loader around a distributed sampler wrapper: each rank's batches after a
+    mid-epoch resume are still the uninterrupted run's, and a clip that fails to decode on one rank is counted
+    once in the totals printed on rank 0."""
+    from multiproc import run_ranks
+    from test_datamodule import BAD, traced_rows, write_manifest
+
+    rows = traced_rows(8)
+    shutil.copy(BAD / "truncated.mp4", tmp_path / "t.mp4")
+    manifest = write_manifest(rows + [dict(rows[0], id="trunc", video="t.mp4", audio=None)], tmp_path / "m.jsonl")
+    (tmp_path / "train.py").write_text(DDP_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}", OMP_NUM_THREADS="1")
+
+    def fit(name: str, stop: int = 0, ckpt: str = "-") -> tuple[list[list], str]:
+        (tmp_path / name).mkdir()
+        rc, out, err = run_ranks([sys.executable, str(tmp_path / "train.py"), str(manifest), str(tmp_path / name),
+                                  str(stop), ckpt], cwd=REPO, env=env)
+        assert rc == 0, err[-3000:]
+        ids = [[json.loads(x) for x in (tmp_path / name / f"ids{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+        return ids, out
+
+    full, out = fit("full")  # 9 rows padded to 10: 5 per rank, 3 batches per rank per epoch
+    assert "rows at the end of fit: " in out and "rows_in=9 rows_used=8 rows_rejected=1" in out
+    cut, _ = fit("cut", stop=4)
+    resumed, _ = fit("resumed", ckpt=str(tmp_path / "cut" / "ck" / "epoch=1-step=4.ckpt"))
+    for rank in (0, 1):
+        assert len(full[rank]) == 6 and cut[rank] == full[rank][:4] and resumed[rank] == full[rank][4:], rank
