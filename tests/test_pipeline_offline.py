@@ -146,20 +146,38 @@ def test_cer_filter_and_mismatch_are_filtered_not_rejected(tmp_path):
     assert f["stage"] == "cer_filter" and "CER 0.000" in f["reason"]
 
 
-def test_avrt_keeps_both_correct_and_labels_difficulty(tmp_path):
+def mcq_rows(n: int) -> list[dict]:
+    """The first `n` rows of the synthetic MCQ manifest with absolute media paths."""
     rows = []
-    for line in (SYNTH / "mcq.jsonl").read_text(encoding="utf-8").splitlines()[:6]:  # clips 0000, 0001
+    for line in (SYNTH / "mcq.jsonl").read_text(encoding="utf-8").splitlines()[:n]:
         r = json.loads(line)
         for k in ("video", "audio"):
             r[k] = str(SYNTH / r[k]) if r[k] else None
         rows.append(r)
-    manifest = write_jsonl(tmp_path / "mcq.jsonl", rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def avrt_run(tmp_path_factory):
+    """One offline AVRT run: clips 0000 and 0001 (6 questions) plus ill-formed and malformed items."""
+    tmp = tmp_path_factory.mktemp("avrt")
+    rows = mcq_rows(6)
+    bad = [
+        {**rows[0], "id": "bad-same-options", "options": ["实验", "市场", " 实验"]},  # A and C are one answer
+        {**rows[0], "id": "bad-answer", "answer": "E"},
+        {**rows[0], "id": "bad-video", "video": str(BAD / "not_a_video.mp4")},
+    ]
+    manifest = write_jsonl(tmp / "mcq.jsonl", [*rows, *bad])
     config = config_from_dict({**FAST, "roles": {"teacher_asr": {
         "kind": "rule_asr", "mode": "reference", "transcripts": str(SYNTH / "manifest.jsonl")}}})
-    counts = run_avrt(manifest, tmp_path / "out", config)
-    out = tmp_path / "out"
+    counts = run_avrt(manifest, tmp / "out", config)
+    return tmp / "out", counts, rows
+
+
+def test_avrt_keeps_both_correct_and_labels_difficulty(avrt_run):
+    out, counts, rows = avrt_run
     diff = {r["id"]: r for r in jsonl(out / "difficulty.jsonl")}
-    assert set(diff) == {r["id"] for r in rows}  # a label for every row, kept or not
+    assert set(diff) == {r["id"] for r in rows}  # a label for every good row, kept or not
     for r in diff.values():
         right = (r["visual_answer"] == r["answer"]) + (r["audio_answer"] == r["answer"])
         assert r["difficulty"] == ("hard", "medium", "easy")[right]
@@ -175,6 +193,49 @@ def test_avrt_keeps_both_correct_and_labels_difficulty(tmp_path):
     for item in items:
         assert parse_answer(item.trace) == item.answer and item.trace.startswith("<think>")
         assert item.difficulty == "easy"
+
+
+def test_avrt_rl_manifest_lists_every_well_formed_item(avrt_run):
+    """RL data is every well-formed question with its answer, not only the both-teachers-correct SFT rows."""
+    out, counts, rows = avrt_run
+    rl = jsonl(out / "rl.jsonl")
+    assert [r["id"] for r in rl] == [r["id"] for r in rows]  # input order, filtered ones included
+    assert len(rl) > counts.kept  # more than the SFT export
+    assert pl.read_parquet(out / "rl.parquet").to_dicts() == rl
+    labels = {r["id"]: r["difficulty"] for r in jsonl(out / "difficulty.jsonl")}
+    for got, want in zip(rl, rows):
+        item = McqItem(**{**got, "options": tuple(got["options"])})
+        assert (item.question, item.options, item.answer) == (want["question"], tuple(want["options"]), want["answer"])
+        assert item.trace is None and item.difficulty == labels[item.id]
+        for k in ("video", "audio"):
+            assert (want[k] is None) == (got[k] is None)
+            if got[k]:
+                assert (out / got[k]).resolve() == Path(want[k]).resolve()  # relative to the export
+    rejects = {r["row_id"]: r for r in jsonl(out / "rejects.jsonl")}
+    assert rejects["bad-same-options"]["stage"] == "mcq_check"
+    same = rejects["bad-same-options"]["reason"]
+    assert "ill-formed MCQ" in same and "'实验'" in same
+    assert rejects["bad-answer"]["stage"] == "load" and "'answer'" in rejects["bad-answer"]["reason"]
+    assert rejects["bad-video"]["stage"] == "visual_teacher"  # well formed, but its media cannot be read
+    assert counts.rejected == 3 and counts.rows_in == len(rows) + 3
+    assert counts.exports == {"sft": counts.kept, "rl": len(rl)}
+    assert json.loads((out / "counts.json").read_text())["exports"] == {"sft": counts.kept, "rl": len(rl)}
+    assert f"rl_rows={len(rl)}" in counts.line()
+
+
+def test_avrt_rl_manifest_is_what_grpo_reads(avrt_run):
+    """configs/avrt_3b_grpo.yaml trains on the RL manifest: the MCQ DataModule takes every row of it."""
+    import yaml
+
+    from datamodules.mcq import McqDataModule
+
+    out, _, rows = avrt_run
+    cfg = yaml.safe_load((ROOT / "configs" / "avrt_3b_grpo.yaml").read_text(encoding="utf-8"))
+    assert Path(cfg["data"]["init_args"]["train_manifest"]).name == "rl.parquet"
+    dm = McqDataModule(train_manifest=str(out / "rl.parquet"), target="none", num_frames=2, frame_size=56,
+                       on_bad_row="error", check_media=True)  # any unusable row would raise
+    dm.setup("fit")
+    assert [r.id for r in dm.records["train"]] == [r["id"] for r in rows]
 
 
 def _cli(manifest: Path, out: Path, config: Path) -> list[str]:

@@ -1,12 +1,20 @@
-"""AVRT data pipeline: visual teacher (8 frames) -> audio teacher (first 10 s) -> keep both-correct -> merge.
+"""AVRT data pipeline: MCQ check -> visual teacher (8 frames) -> audio teacher (10 s) -> keep both-correct -> merge.
 
+The first stage rejects items whose answer letter cannot score a reply (two options with the same text).
 Every row that reaches the selection stage gets a difficulty label from teacher correctness
 (easy: both right, medium: one, hard: neither); ``<out>/difficulty.parquet`` lists it for all of
 them, kept or not. Only rows where both teachers were right are merged into
 ``<think>…</think><answer>X</answer>`` and exported as ``McqItem`` rows (``sft.jsonl`` /
-``sft.parquet``, media paths relative to ``<out>``). Departure: a row without video gets a
-visual-teacher "no video" reply instead of a model call (and likewise without audio), so
-single-modality questions end up 'medium' and filtered, as the both-correct rule implies.
+``sft.parquet``, media paths relative to ``<out>``).
+
+The RL stage trains on more data than the SFT cold start, so ``rl.jsonl`` / ``rl.parquet`` list every
+well-formed item with its answer, whatever the teachers said: each row that passed the input checks and the
+MCQ check and that no stage rejected (a stage reject is a media error or a permanent refusal, and is in the
+rejects table); rows a transient error left pending are listed, since GRPO needs no teacher reply. Trace empty,
+difficulty where the selection stage labelled the row.
+
+Departure: a row without video gets a visual-teacher "no video" reply instead of a model call (and likewise
+without audio), so single-modality questions end up 'medium' and filtered, as the both-correct rule implies.
 """
 from __future__ import annotations
 
@@ -46,6 +54,24 @@ def _image_frames(path: str, size: tuple[int, int]) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB").resize((size[1], size[0])), dtype=np.uint8)[None]
+
+
+def repeated_options(options: Sequence[str]) -> list[str]:
+    """Option texts given more than once (compared trimmed and case-folded), in first-seen order."""
+    seen: dict[str, int] = {}
+    for o in options:
+        key = o.strip().casefold()
+        seen[key] = seen.get(key, 0) + 1
+    return [k for k, n in seen.items() if n > 1]
+
+
+def mcq_check_stage(row: AvrtRow, _backend, s: AvrtSettings) -> Kept:
+    """Reject an item whose answer letter is not the only right reply: two options with the same text."""
+    repeated = repeated_options(row.options)
+    if repeated:
+        raise ValueError(f"ill-formed MCQ: option(s) {repeated} given more than once in {list(row.options)}, so "
+                         f"answer {row.answer} is not the only right letter")
+    return Kept(row)
 
 
 def visual_teacher_stage(row: AvrtRow, teacher, s: AvrtSettings) -> Kept:
@@ -96,7 +122,8 @@ def merge_stage(row: AvrtRow, merger, s: AvrtSettings) -> Kept:
 
 def avrt_stages(s: AvrtSettings) -> list[Stage]:
     """The AVRT stages in order."""
-    return [Stage("visual_teacher", visual_teacher_stage, "visual_teacher", s, AvrtRow,
+    return [Stage("mcq_check", mcq_check_stage, None, s, AvrtRow, ()),
+            Stage("visual_teacher", visual_teacher_stage, "visual_teacher", s, AvrtRow,
                   ("visual_frames", "frame_size")),
             Stage("audio_teacher", audio_teacher_stage, "audio_teacher", s, AvrtRow, ("audio_seconds",)),
             Stage("select", select_stage, None, s, AvrtRow, ("require_both_correct",)),
@@ -118,12 +145,33 @@ def difficulty_table(outcomes: Sequence[Outcome]) -> list[dict]:
     return rows
 
 
+def mcq_record(r: AvrtRow, out: Path, *, trace: str | None, difficulty: str | None) -> dict:
+    """A manifest row with the McqItem fields, media paths relative to the export folder `out`."""
+    return {"id": r.id, "question": r.question, "options": list(r.options), "answer": r.answer,
+            "video": relpath(r.video, out), "audio": relpath(r.audio, out), "image": relpath(r.image, out),
+            "trace": trace, "modality": r.modality, "difficulty": difficulty}
+
+
 def export_avrt(rows: Sequence[AvrtRow], out: Path) -> None:
     """sft.{jsonl,parquet} with the McqItem fields (trace and difficulty included)."""
-    items = [{"id": r.id, "question": r.question, "options": list(r.options), "answer": r.answer,
-              "video": relpath(r.video, out), "audio": relpath(r.audio, out), "image": relpath(r.image, out),
-              "trace": r.trace, "modality": r.modality, "difficulty": r.difficulty} for r in rows]
-    write_manifest(items, out, MCQ_SCHEMA)
+    write_manifest([mcq_record(r, out, trace=r.trace, difficulty=r.difficulty) for r in rows], out, MCQ_SCHEMA)
+
+
+def rl_rows(per_stage: dict[str, list[Outcome]]) -> list[AvrtRow]:
+    """Rows for the RL manifest: kept by the MCQ check and rejected by no later stage, in input order."""
+    import json
+
+    rejected = {o.row_id for outs in per_stage.values() for o in outs if o.status == "rejected"}
+    return [AvrtRow.from_dict(json.loads(o.payload)) for o in per_stage["mcq_check"]
+            if o.status != "rejected" and o.row_id not in rejected]
+
+
+def export_rl(rows: Sequence[AvrtRow], labels: Sequence[dict], out: Path) -> int:
+    """rl.{jsonl,parquet}: the McqItem fields of `rows` (no trace; difficulty from `labels` where known)."""
+    by_id = {r["id"]: r["difficulty"] for r in labels}
+    items = [mcq_record(r, out, trace=None, difficulty=by_id.get(r.id)) for r in rows]
+    write_manifest(items, out, MCQ_SCHEMA, stem="rl")
+    return len(items)
 
 
 def run_avrt(input_path: str | Path, out: str | Path, config: PipelineConfig, limit: int | None = None) -> Counts:
@@ -133,7 +181,10 @@ def run_avrt(input_path: str | Path, out: str | Path, config: PipelineConfig, li
     rows, load_rejects, rows_in = load_rows(input_path, "avrt", limit)
     run = run_stages(avrt_stages(config.avrt), rows, out, config, RoleFactory(config))
     export_avrt(run.final, out)
-    write_manifest(difficulty_table(run.per_stage["select"]), out, DIFFICULTY_SCHEMA, stem="difficulty")
-    counts = count(rows_in, load_rejects, run.per_stage, len(run.final), run.attempted)
+    labels = difficulty_table(run.per_stage["select"])
+    write_manifest(labels, out, DIFFICULTY_SCHEMA, stem="difficulty")
+    n_rl = export_rl(rl_rows(run.per_stage), labels, out)
+    counts = count(rows_in, load_rejects, run.per_stage, len(run.final), run.attempted,
+                   exports={"sft": len(run.final), "rl": n_rl})
     write_reports(out, counts, [*load_rejects, *stage_rejects(run.per_stage)], run.per_stage)
     return counts

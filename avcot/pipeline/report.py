@@ -37,10 +37,13 @@ class Counts:
     """Failed rows by '<stage>: <kind> at <endpoint>'."""
     stalled: tuple[str, ...] = ()
     """Stages that tried rows this run and had every one of them fail transiently."""
+    exports: Mapping[str, int] = field(default_factory=dict)
+    """Rows written per exported manifest, by file stem (AVRT: 'sft' and 'rl'); empty when only sft is written."""
 
     def line(self) -> str:
+        exported = "".join(f" {stem}_rows={n}" for stem, n in self.exports.items())
         return (f"rows_in={self.rows_in} kept={self.kept} filtered={self.filtered} "
-                f"rejected={self.rejected} failed={self.failed}")
+                f"rejected={self.rejected} failed={self.failed}{exported}")
 
     def summary(self) -> str:
         """One paragraph on the rows left pending ('' when none failed)."""
@@ -69,8 +72,9 @@ def stalled_stages(per_stage: Mapping[str, Sequence[Outcome]], attempted: Mappin
 
 
 def count(rows_in: int, load_rejects: Sequence[Reject], per_stage: Mapping[str, Sequence[Outcome]],
-          kept: int, attempted: Mapping[str, int] | None = None) -> Counts:
-    """Tally outcomes and check that every input row is accounted for exactly once."""
+          kept: int, attempted: Mapping[str, int] | None = None, exports: Mapping[str, int] | None = None) -> Counts:
+    """Tally outcomes and check that every input row is accounted for exactly once (`exports`: rows written
+    per manifest beyond the accounting, e.g. the AVRT RL manifest)."""
     stages = {"load": {"in": rows_in, "kept": rows_in - len(load_rejects), "filtered": 0,
                        "rejected": len(load_rejects), "failed": 0}}
     for name, outs in per_stage.items():
@@ -80,7 +84,7 @@ def count(rows_in: int, load_rejects: Sequence[Reject], per_stage: Mapping[str, 
     failures = Counter(f"{name}: {o.failure}" for name, outs in per_stage.items() for o in outs
                        if o.status == "failed")
     counts = Counts(rows_in, kept, filtered, rejected, stages, failed, dict(failures),
-                    stalled_stages(per_stage, attempted or {}))
+                    stalled_stages(per_stage, attempted or {}), dict(exports or {}))
     if rows_in != kept + filtered + rejected + failed:
         raise AssertionError(f"row accounting broken: {counts.line()} "
                              "(kept + filtered + rejected + failed != rows_in)")
