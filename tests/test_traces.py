@@ -94,6 +94,43 @@ def test_split_think_answer() -> None:
     assert split_think_answer("no tags <answer>B</answer>") == ("no tags", "B")
 
 
+def test_split_think_answer_keeps_every_think_block() -> None:
+    two = "<think>先看画面：招牌写着实验</think>\n<think> 再听：shi yan </think><answer>B</answer>"
+    assert split_think_answer(two) == ("先看画面：招牌写着实验\n\n再听：shi yan", "B")
+    assert split_think_answer("<think> </think><think>x</think><answer>A</answer>") == ("x", "A")  # empty block
+    assert split_think_answer("<THINK>大写</THINK><ANSWER>c</ANSWER>") == ("大写", "C")
+
+
+def test_split_think_answer_drops_stray_tags_from_the_reasoning() -> None:
+    assert split_think_answer("<think>a<think>b</think><answer>C</answer>") == ("a b", "C")  # nested opening
+    assert split_think_answer("<think>没有闭合 <answer>A</answer>") == ("没有闭合", "A")  # unclosed think
+    assert split_think_answer("reason </answer> <answer>D</answer>") == ("reason", "D")
+
+
+@pytest.mark.parametrize("value", [None, b"<think>x</think><answer>A</answer>", 7, ["<answer>A</answer>"]])
+def test_split_think_answer_non_str(value: object) -> None:
+    assert split_think_answer(value) == ("", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "letter"), [
+    ("<answer>x<answer>B</answer>", "B"),  # the last opening tag that is closed
+    ("<answer>A</answer><answer>C", "A"),  # an unclosed last tag is no answer
+    ("<answer>A</answer></answer>", "A"),
+    ("<Answer>answer is (C)</Answer>", "C"),
+    ("<answer>Answer  is ：  D</answer>", "D"),
+    ("<answer>optional</answer>", None),
+    ("<answer>answer" + " " * 5000 + "x</answer>", None),  # backtracked cubically in the old regex
+])
+def test_parse_answer_edges(text: str, letter: str | None) -> None:
+    assert parse_answer(text) == letter
+
+
+def test_clean_line_strips_quotes_and_markdown_in_any_order() -> None:
+    assert extract_transcription("Transcription: * “林冲对差拨说” *") == "林冲对差拨说"
+    assert extract_transcription("想一想\n` 林冲 `\n**\n\n") == "林冲"
+    assert extract_transcription("<ANSWER>你好</ANSWER>") == "你好"
+
+
 def test_merge_traces_fills_answers_from_teacher_outputs() -> None:
     prompt = merge_traces("什么动物？", ["猫", "狗"], "<think>画面里有猫</think><answer>A</answer>",
                           "<think>听到喵喵叫</think><answer>A</answer>")
