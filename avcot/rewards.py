@@ -1,14 +1,23 @@
 """Reward functions in TRL's style: ``(completions, **kw) -> list[float]``.
 
 A completion may be a string or a conversational completion (a list of ``{"role", "content"}``
-messages, as TRL passes them; the last message's content is scored). Rewards never raise on
-model output; they raise only on caller errors (mismatched lengths, bad parameters).
+messages, as TRL passes them; the last message's content is scored); anything else (None, bytes,
+numbers, nested lists) scores as the empty completion. Rewards never raise on model output and run
+in linear time on it; they raise only on caller errors (mismatched lengths, bad parameters, a
+reference that is not text).
+
+Departure, for bounded cost: a completion whose text to tokenise (CER reward: the extracted
+transcription; length reward: the completion without tags) is longer than ``MAX_SCORED_CHARS``
+characters after collapsing whitespace runs scores 0.0 on ``cer_reward`` and ``length_reward``
+instead of being tokenised (pure-Python tokenising runs at about 0.5 µs a character, so a 10 MB
+completion would stall the reward loop for seconds). Such output is far past any generation
+budget. Collapsing whitespace first keeps floods of blank lines scored exactly (a run of
+whitespace separates tokens the same as one space does).
 """
 from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,20 +26,33 @@ from avcot.traces import extract_transcription, parse_answer
 
 RewardFunc = Callable[..., list[float]]
 
-_FORMAT_RE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
-_TAG_RE = re.compile(r"</?(?:think|answer)>")
+MAX_SCORED_CHARS = 200_000
+"""Longer texts (whitespace runs collapsed) score 0.0 on the CER and length rewards, untokenised."""
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def _message_text(message: Any) -> str:
+    """A str as is, a message dict's str content; else ''."""
+    if isinstance(message, str):
+        return message
+    if isinstance(message, dict):
+        content = message.get("content", "")
+        return content if isinstance(content, str) else ""
+    return ""
 
 
 def completion_text(completion: Any) -> str:
-    """Text of one completion: a str, a message dict, or a list of messages (last one); else ''."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        content = completion.get("content", "")
-        return content if isinstance(content, str) else ""
-    if isinstance(completion, (list, tuple)) and completion:
-        return completion_text(completion[-1])
-    return ""
+    """Text of one completion: a str, a message dict, or a list of messages (last one); else ''.
+
+    Only one level of list is unwrapped (a conversational completion), so a deeply nested list
+    cannot recurse; never raises.
+    """
+    try:
+        if isinstance(completion, (list, tuple)):
+            return _message_text(completion[-1]) if completion else ""
+        return _message_text(completion)
+    except Exception:  # noqa: BLE001 - a dict subclass with a broken .get is still model output
+        return ""
 
 
 def _check_lengths(name: str, completions: Sequence[Any], other: Sequence[Any], what: str) -> None:
@@ -39,13 +61,28 @@ def _check_lengths(name: str, completions: Sequence[Any], other: Sequence[Any], 
         raise ValueError(f"{name}: {len(completions)} completions but {len(other)} {what}")
 
 
+def _has_tag(text: str) -> bool:
+    return any(tag in text for tag in _TAGS)
+
+
 def _format_ok(text: str) -> bool:
-    """Exactly one think block then one non-empty answer block, only whitespace around them."""
-    m = _FORMAT_RE.fullmatch(text)
-    if m is None:
+    """Exactly one think block then one non-empty answer block, only whitespace around them.
+
+    Plain string steps instead of a lazy two-block regex, which backtracks quadratically over
+    repeated closing tags: since neither block may contain a tag, the think block must end at the
+    first </think>, and the answer must run from the <answer> right after it to the final </answer>.
+    """
+    text = text.strip()
+    if not (text.startswith("<think>") and text.endswith("</answer>")):
         return False
-    think, answer = m.group(1), m.group(2)
-    return not _TAG_RE.search(think) and not _TAG_RE.search(answer) and bool(answer.strip())
+    think_end = text.find("</think>", len("<think>"))
+    if think_end < 0:
+        return False
+    rest = text[think_end + len("</think>"):].lstrip()
+    if not rest.startswith("<answer>") or len(rest) < len("<answer></answer>"):
+        return False
+    think, answer = text[len("<think>"):think_end], rest[len("<answer>"):-len("</answer>")]
+    return not _has_tag(think) and not _has_tag(answer) and bool(answer.strip())
 
 
 def format_reward(completions: Sequence[Any], **kw: Any) -> list[float]:
@@ -60,16 +97,41 @@ def accuracy_reward(completions: Sequence[Any], answers: Sequence[str], **kw: An
             for c, gold in zip(completions, answers)]
 
 
+def _squeeze(text: str) -> str:
+    """Whitespace runs as one space: the same tokens for ``tokenize_zh``, in one C-speed pass."""
+    return " ".join(text.split())
+
+
+def _cer_score(completion: Any, reference: str) -> float:
+    """max(0, 1 - CER) of one completion's transcription; 0.0 past MAX_SCORED_CHARS."""
+    hypothesis = _squeeze(extract_transcription(completion_text(completion)))
+    if len(hypothesis) > MAX_SCORED_CHARS:
+        return 0.0
+    return max(0.0, 1.0 - cer(reference, hypothesis).cer)
+
+
 def cer_reward(completions: Sequence[Any], references: Sequence[str], **kw: Any) -> list[float]:
     """max(0, 1 - CER) of the extracted transcription against the reference transcript."""
     _check_lengths("cer_reward", completions, references, "references")
-    return [max(0.0, 1.0 - cer(ref, extract_transcription(completion_text(c))).cer)
-            for c, ref in zip(completions, references)]
+    for k, ref in enumerate(references):
+        if not isinstance(ref, str):
+            raise TypeError(f"cer_reward: references[{k}] is {type(ref).__name__}, expected str")
+    return [_cer_score(c, ref) for c, ref in zip(completions, references)]
 
 
 def count_words(text: str) -> int:
-    """Words for length purposes: each CJK character and each Latin word/number counts one; tags don't."""
-    return len(tokenize_zh(_TAG_RE.sub(" ", text)))
+    """Words for length purposes: each CJK character and each Latin word/number counts one; tags don't.
+
+    Non-str input counts 0 words.
+    """
+    return len(tokenize_zh(_words_text(text))) if isinstance(text, str) else 0
+
+
+def _words_text(text: str) -> str:
+    """The text whose tokens count as words: tags replaced by spaces, whitespace runs squeezed."""
+    for tag in _TAGS:
+        text = text.replace(tag, " ")
+    return _squeeze(text)
 
 
 def length_reward(completions: Sequence[Any], min_words: int = 16, max_words: int = 512,
@@ -80,7 +142,11 @@ def length_reward(completions: Sequence[Any], min_words: int = 16, max_words: in
                          f"{min_words}, {max_words}, {sigma}")
     out = []
     for c in completions:
-        n = count_words(completion_text(c))
+        text = _words_text(completion_text(c))
+        if len(text) > MAX_SCORED_CHARS:
+            out.append(0.0)
+            continue
+        n = len(tokenize_zh(text))
         d = max(min_words - n, n - max_words, 0)
         out.append(math.exp(-0.5 * (d / sigma) ** 2))
     return out

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from avcot.rewards import (
+    MAX_SCORED_CHARS,
     accuracy_reward,
     combine_rewards,
     completion_text,
@@ -94,3 +98,54 @@ def test_combine_rewards_checks_lengths() -> None:
 
     with pytest.raises(ValueError, match="broken returned 1 values for 2 completions"):
         combine_rewards([(broken, 1.0)], ["a", "b"])
+
+
+# The format check as it was written first, a lazy two-block regex: fine on short strings, the
+# oracle for the string-scanning rewrite (which must agree on every input).
+_FORMAT_ORACLE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+_TAG_ORACLE = re.compile(r"</?(?:think|answer)>")
+
+
+def _oracle_format_ok(text: str) -> bool:
+    m = _FORMAT_ORACLE.fullmatch(text)
+    return (m is not None and not _TAG_ORACLE.search(m.group(1)) and not _TAG_ORACLE.search(m.group(2))
+            and bool(m.group(2).strip()))
+
+
+FORMAT_PIECES = ["<think>", "</think>", "<answer>", "</answer>", "<ANSWER>", "A", "想", " ", "\n", "\u3000", "x"]
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(st.lists(st.sampled_from(FORMAT_PIECES), max_size=12).map("".join))
+def test_format_reward_agrees_with_the_regex_oracle(text: str) -> None:
+    assert format_reward([text]) == [float(_oracle_format_ok(text))]
+
+
+def test_completion_text_never_raises_on_odd_completions() -> None:
+    deep: list = [{"content": GOOD}]
+    for _ in range(100_000):  # the old recursive unwrap hit the recursion limit here
+        deep = [deep]
+    assert completion_text(deep) == ""
+    assert completion_text([[{"content": GOOD}]]) == ""  # only a flat message list is a completion
+    assert completion_text(({"role": "user", "content": "q"}, {"content": GOOD})) == GOOD
+    assert completion_text(b"<answer>A</answer>") == "" and count_words(None) == 0  # type: ignore[arg-type]
+
+
+def test_cer_and_length_rewards_skip_overlong_completions() -> None:
+    """Past MAX_SCORED_CHARS non-blank characters the two tokenising rewards give 0.0 (documented)."""
+    words = "字" * 20  # 20 words: inside [16, 512], so the length reward is 1.0 when scored
+    fits, over = words + "。" * (MAX_SCORED_CHARS - len(words)), words + "。" * (MAX_SCORED_CHARS + 1)
+    assert length_reward([fits, over]) == [1.0, 0.0]
+    assert cer_reward([fits, over], references=[words, words]) == [1.0, 0.0]
+
+
+def test_whitespace_floods_are_still_scored_exactly() -> None:
+    flood = "字" * 10 + " \n\t\u3000" * MAX_SCORED_CHARS + "字" * 10
+    assert count_words(flood) == 20 and length_reward([flood]) == [1.0]
+    one_line = flood.replace("\n", " ")  # the transcription fallback is the last line
+    assert cer_reward([one_line], references=["字" * 20]) == [1.0]
+
+
+def test_cer_reward_rejects_a_reference_that_is_not_text() -> None:
+    with pytest.raises(TypeError, match=r"references\[1\] is NoneType, expected str"):
+        cer_reward(["a", "b"], references=["a", None])
