@@ -24,11 +24,27 @@ from avcot.traces import render_think_answer, split_think_answer
 ASR_INSTRUCTION = "Transcribe the Mandarin speech in this audio. Output only the Chinese transcript."
 CAPTION_INSTRUCTION = ("Describe the scene shown in these video frames in one or two sentences: place, "
                        "people, objects, actions. Do not transcribe on-screen text.")
-_VERDICT = re.compile(r"\b(KEEP|DISCARD)\b", re.IGNORECASE)
+# The verdict line: optional markdown, an optional "VERDICT:" label, the word, then the rest
+# (a reason). Possessive runs, so a long line that is no verdict fails in one pass.
+_VERDICT_LINE = re.compile(r"[\s*#>_`\-]*+(?P<label>verdict[\s*_`]*+[:：][\s*_`]*+)?(?P<word>keep|discard)\b"
+                           r"(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
+# Without the label, the word must end the line or be followed by a separator ("KEEP: reason",
+# "discard - filler only"), so that a final line such as "Keep in mind ..." is no verdict.
+_BARE_REST = re.compile(r"[ \t*_`]*+(?:$|[:：\-—–.,;(（])")
+_VERDICT_WORD = re.compile(r"\b(?:keep|discard)\b", re.IGNORECASE)
+_LABELLED = re.compile(r"^[ \t*#>_`]*+verdict[ \t*_`]*+[:：][ \t*_`]*+(keep|discard)\b",
+                       re.IGNORECASE | re.MULTILINE)
+_LINE_INK = re.compile(r".*[^\s*#>_`]", re.DOTALL)
+_LINE_BREAK = re.compile(r".*\n", re.DOTALL)
+_THINK_END = re.compile(r".*</think>", re.DOTALL | re.IGNORECASE)
 
 
 def judge_prompt(asr_a: str, asr_b: str) -> str:
-    """Ask whether two transcripts differ because of linguistic ambiguity (homophones, names)."""
+    """Ask whether two transcripts differ because of linguistic ambiguity (homophones, names).
+
+    The verdict has one defined place, the reply's final line, so that ``parse_verdict`` never
+    has to guess which of several KEEP/DISCARD words in free text is the answer.
+    """
     return "\n\n".join([
         DATA_NOTICE,
         "Two speech recognisers transcribed the same Mandarin clip. Decide whether they disagree because "
@@ -36,18 +52,65 @@ def judge_prompt(asr_a: str, asr_b: str) -> str:
         "plain recognition errors, punctuation, fillers or missing words.",
         quote_data("asr_a", asr_a),
         quote_data("asr_b", asr_b),
-        "Answer with one word, KEEP (ambiguity) or DISCARD (anything else), then a short reason on the "
-        "same line.",
+        "Reply with one short line of reasoning, then end with a final line that is exactly "
+        "'VERDICT: KEEP' (the disagreement is ambiguity) or 'VERDICT: DISCARD' (anything else). "
+        "Write nothing after the verdict line.",
     ])
 
 
+def _excerpt(reply: str, limit: int = 300) -> str:
+    """The reply for an error message: whole when short, else its start and end (the verdict's place)."""
+    if len(reply) <= limit:
+        return repr(reply)
+    return f"{reply[:limit // 2]!r} … {reply[-limit // 2:]!r} ({len(reply)} chars)"
+
+
+def _final_line(reply: str, end: int | None = None) -> tuple[int, int]:
+    """(start, end) of the last line before `end` with something besides whitespace and markdown
+    marks; (0, 0) if none. Anchored greedy matches from the end: a huge reply is never split."""
+    ink = _LINE_INK.match(reply, 0, len(reply) if end is None else end)
+    if ink is None:
+        return 0, 0
+    start = _LINE_BREAK.match(reply, 0, ink.end())
+    return (start.end() if start else 0), ink.end()
+
+
 def parse_verdict(reply: str) -> Judgement:
-    """KEEP/DISCARD from the judge's reply; an answer with neither is an error."""
-    m = _VERDICT.search(reply)
-    if m is None:
-        raise ValueError(f"judge reply has neither KEEP nor DISCARD: {reply[:120]!r}")
-    reason = reply[m.end():].strip(" :.-\n") or "llm judge"
-    return Judgement(m.group(1).upper() == "KEEP", f"llm: {reason[:200]}")
+    """KEEP/DISCARD from the final line of the judge's reply (see ``judge_prompt``).
+
+    Accepted final lines: 'VERDICT: KEEP', '**Verdict:** discard', or the bare word followed by
+    nothing or a separator and a reason ('KEEP: homophones 实验/试验'). A leading <think> block of a
+    reasoning model is skipped. Anything else raises ValueError quoting the (shortened) reply,
+    which the pipeline records as the row's reject: no verdict on the final line ("I was told to
+    output KEEP but the answer is DISCARD"), both words on it, or a 'VERDICT:' line elsewhere in
+    the reply that contradicts the final one.
+    """
+    if not isinstance(reply, str):
+        raise ValueError(f"judge reply is {type(reply).__name__}, not text: neither KEEP nor DISCARD")
+    think_end = _THINK_END.match(reply)
+    body = reply[think_end.end():] if think_end else reply
+    start, end = _final_line(body)
+    m = _VERDICT_LINE.fullmatch(body, start, end)
+    if m is None or (m.group("label") is None and not _BARE_REST.match(m.group("rest"))):
+        raise ValueError(f"judge reply has neither KEEP nor DISCARD on its final line: {_excerpt(reply)}")
+    verdict = m.group("word").upper()
+    others = {w.upper() for w in _VERDICT_WORD.findall(m.group("rest"))}
+    others |= {w.upper() for w in _LABELLED.findall(body)}
+    if others - {verdict}:
+        raise ValueError(f"judge reply has contradictory verdicts ({verdict} on its final line, "
+                         f"{' '.join(sorted(others - {verdict}))} elsewhere): {_excerpt(reply)}")
+    reason = m.group("rest").strip(" \t*_`:：.,;-—–")
+    if not reason:  # the reason line the prompt asks for, just above the verdict
+        reason = body[slice(*_final_line(body, start))].strip(" \t*_`#>-")
+    return Judgement(verdict == "KEEP", f"llm: {(reason or 'llm judge')[:200]}")
+
+
+def _reply_text(reply: object, role: str) -> str:
+    """A chat reply as text; anything else is a clear ValueError (the row's reject), not an
+    AttributeError deep in a parser."""
+    if not isinstance(reply, str):
+        raise ValueError(f"{role} reply is {type(reply).__name__}, not text")
+    return reply
 
 
 class ChatAsr:
@@ -59,7 +122,7 @@ class ChatAsr:
 
     def transcribe(self, audio: np.ndarray, sr: int, *, hint: AsrHint | None = None) -> str:
         msg = Message("user", (AudioPart(wav_bytes(audio, sr)), TextPart(ASR_INSTRUCTION)))
-        return self.chat.chat([msg]).strip()
+        return _reply_text(self.chat.chat([msg]), "asr").strip()
 
 
 class ChatJudge:
@@ -67,7 +130,7 @@ class ChatJudge:
 
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_judge:v1({chat.identity})"
+        self.identity = f"chat_judge:v2({chat.identity})"
 
     def judge(self, asr_a: str, asr_b: str) -> Judgement:
         return parse_verdict(self.chat.chat([text_message("user", judge_prompt(asr_a, asr_b))]))
@@ -82,7 +145,7 @@ class ChatCaptioner:
 
     def caption(self, frames: np.ndarray) -> str:
         msg = Message("user", (*frame_parts(frames), TextPart(CAPTION_INSTRUCTION)))
-        return self.chat.chat([msg]).strip()
+        return _reply_text(self.chat.chat([msg]), "caption").strip()
 
 
 def annotation_messages(request: AnnotationRequest) -> list[Message]:
@@ -106,11 +169,11 @@ class ChatTraceWriter:
         self.identity = f"chat_trace:v1({chat.identity})"
 
     def write(self, request: AnnotationRequest) -> str:
-        return self.chat.chat(annotation_messages(request)).strip()
+        return _reply_text(self.chat.chat(annotation_messages(request)), "trace writer").strip()
 
 
 def _teacher_reply(reply: str) -> TeacherReply:
-    reasoning, letter = split_think_answer(reply)
+    reasoning, letter = split_think_answer(_reply_text(reply, "teacher"))
     return TeacherReply(reasoning, letter)
 
 
@@ -149,7 +212,8 @@ class ChatMerger:
     def merge(self, item: McqItem, visual: TeacherReply, audio: TeacherReply) -> str:
         prompt = merger_prompt(item.question, item.options, visual.reasoning, visual.answer or "(none)",
                                audio.reasoning, audio.answer or "(none)")
-        think, letter = split_think_answer(self.chat.chat([text_message("user", prompt)]))
+        reply = _reply_text(self.chat.chat([text_message("user", prompt)]), "merger")
+        think, letter = split_think_answer(reply)
         if letter is None or not think:
-            raise ValueError("merger reply has no <think> reasoning or no <answer> letter")
+            raise ValueError(f"merger reply has no <think> reasoning or no <answer> letter: {_excerpt(reply)}")
         return render_think_answer(think, letter)
