@@ -2,7 +2,7 @@
 
 Strings are built from random text mixed with the fragments the parsers look for (headers,
 tags, letters, colons), so the fuzzing reaches the parsing branches, not only the fallbacks.
-Budget: 3000 + 2500 + 2500 + 1500 + 1000 = 10,500 examples.
+Budget: 3000 + 2500 + 2500 + 1500 + 1000 + 1500 = 12,000 examples.
 """
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from avcot.filters import Judgement
 from avcot.phonetics import ambiguous_spans
+from avcot.pipeline.chat_roles import parse_verdict
 from avcot.records import LETTERS
 from avcot.rewards import accuracy_reward, cer_reward, combine_rewards, format_reward, length_reward
 from avcot.text import cer, normalize_zh
-from avcot.traces import AVCoTTrace, extract_transcription, parse_answer, parse_avcot
+from avcot.traces import AVCoTTrace, extract_transcription, parse_answer, parse_avcot, split_think_answer
 
 FRAGMENTS = [
     "Multimodal Perceive:", "Visual Cues:", "Acoustic Analysis：", "Disambiguation Reasoning:", "Transcription:",
     "**Transcription**:", "### transcription :", "<think>", "</think>", "<answer>", "</answer>", "<ANSWER>",
     "A", "B", "c", "D", "(B)", "B.", "Answer: ", "选项", "\n", "\n\n", " ", "：", "“", "”", "*", "`",
-    "差拨", "柴伯", "实验室", "iPhone 13", "，", "。", "\u0301", "\u200b", "\x00", "\ud7ff", "😀",
+    "差拨", "柴伯", "实验室", "iPhone 13", "，", "。", "\u0301", "\u200b", "\x00", "\ud7ff", "\ud800", "😀",
+    "VERDICT: ", "KEEP", "discard", "<THINK>",
 ]
 fuzz_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=10).map("".join)
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -78,3 +81,18 @@ def test_text_metrics_never_raise(a: str, b: str) -> None:
 def test_ambiguous_spans_never_raise(a: str, b: str) -> None:
     for span in ambiguous_spans(a, b):
         assert span.text_a != span.text_b and span.pinyin
+
+
+@settings(FUZZ, max_examples=1500)
+@given(fuzz_text)
+def test_think_answer_split_and_judge_verdict_never_raise(text: str) -> None:
+    reasoning, letter = split_think_answer(text)
+    assert letter == parse_answer(text)
+    assert isinstance(reasoning, str) and reasoning == reasoning.strip()
+    assert not any(tag in reasoning.lower() for tag in ("<think>", "</think>", "<answer>", "</answer>"))
+    try:
+        verdict = parse_verdict(text)
+    except ValueError as exc:  # the intended reject, which quotes the reply
+        assert "judge reply" in str(exc)
+    else:
+        assert isinstance(verdict, Judgement) and verdict.reason.startswith("llm: ")
