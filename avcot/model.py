@@ -8,14 +8,16 @@ talker) is accepted too: only the thinker weights are loaded. Weights load from 
 checkpoint whose weights are pickle files (`pytorch_model.bin`, `*.pt`, ...) is refused with
 `UnsafeCheckpointError` before anything opens them, because unpickling can run arbitrary code.
 
-Both papers freeze the audio and vision encoders and train LoRA on the language model only; so does
-`apply_lora`. `quantization="nf4"` loads the base in 4-bit with bitsandbytes (QLoRA).
+Both papers freeze the audio and vision encoders. LoRA goes on the language model only (`apply_lora`); the
+AVRT paper's SFT trains the whole language model (`train_language_model`). `quantization="nf4"` loads the
+base in 4-bit with bitsandbytes (QLoRA).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -51,8 +53,14 @@ class LoraSettings:
     target: Literal["attention", "all-linear"] = "attention"
     """'attention' = q/k/v/o of the LM; 'all-linear' = also the LM's MLP (as the VASR authors' script)."""
     train_lm_head: bool = False
-    """Also train (and save in the adapter) a full copy of the LM head; for the random-init tiny model,
-    whose frozen random head otherwise caps how far the loss can fall. Off for real checkpoints."""
+    """Also train the LM head. LoRA: a full copy, saved in the adapter; for the random-init tiny model, whose
+    frozen random head otherwise caps how far the loss can fall. Full fine-tuning (`train_language_model`):
+    the head itself, beside the language model."""
+
+
+def lora_settings(value: LoraSettings | Mapping[str, Any]) -> LoraSettings:
+    """`value` as `LoraSettings`: a module's hparams (checkpoints, LightningCLI) keep the settings as a plain dict."""
+    return value if isinstance(value, LoraSettings) else LoraSettings(**value)
 
 
 def tiny_config(vocab_size: int = 6000):
@@ -266,6 +274,17 @@ def apply_lora(model, settings: LoraSettings = LoraSettings()):
     peft_model = get_peft_model(model, config)
     freeze_encoders(peft_model.base_model.model)
     return peft_model
+
+
+def train_language_model(model, *, train_lm_head: bool = False) -> None:
+    """Full fine-tuning: the thinker's language model (embeddings, decoder layers, final norm) trainable,
+    the audio and vision towers frozen, the LM head trainable only with `train_lm_head` (a head tied to the
+    input embeddings is one tensor with them, so it trains either way)."""
+    model.requires_grad_(False)
+    model.model.language_model.requires_grad_(True)
+    if train_lm_head:
+        model.lm_head.requires_grad_(True)
+    freeze_encoders(model)
 
 
 def load_adapter(model, adapter_dir: str, *, trainable: bool = False):

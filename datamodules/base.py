@@ -34,9 +34,12 @@ class ManifestDataModule(L.LightningDataModule):
 
     _processor = None
     _rejects: RejectLog | None = None
-    hash_media = False
-    """Collate the encoder-cache keys into batch["meta"]["media_keys"] (hashed in the loader workers). The
-    SFT module turns it on when it has an encoder cache; a batch without keys is hashed by the module."""
+
+    @property
+    def hash_media(self) -> bool:
+        """Collate the encoder-cache keys into batch["meta"]["media_keys"] (hashed in the loader workers): the
+        subclass's `hash_media` argument; a batch without keys is hashed by the module."""
+        return bool(self.hparams.get("hash_media", False))
 
     def __init__(self):
         super().__init__()
@@ -109,7 +112,13 @@ class ManifestDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         return RowLoader(ds, batch_size=batch_size, num_workers=self.hparams.num_workers, collate_fn=collate_fn,
                          sampler=self.sampler(split, len(ds), batch_size, shuffle=shuffle),
-                         on_skipped=self.record_skipped)
+                         on_skipped=self.record_skipped, resumable=split == "train",
+                         epoch_batches=self.train_batches_per_epoch)
+
+    def train_batches_per_epoch(self) -> float:
+        """Batches the trainer takes per training epoch (`limit_train_batches` applied); inf without a trainer."""
+        trainer = self._trainer if hasattr(self, "_trainer") else None
+        return float(getattr(trainer, "num_training_batches", float("inf")) if trainer is not None else float("inf"))
 
     def decoded_rows(self, rows: list[ManifestRow], build: Callable[[dict], Example], source: str) -> list[ManifestRow]:
         """`rows` whose examples build (media decoded, encoded), when `check_media` is on; each failure is a

@@ -170,6 +170,7 @@ class CavsrDataModule(ManifestDataModule):
         rejects_path: str | None = None,
         check_media: bool = False,
         group_by_length: bool = False,
+        hash_media: bool = False,
     ):
         """
         Args:
@@ -200,6 +201,9 @@ class CavsrDataModule(ManifestDataModule):
                 clip that fails to decode is rejected when an epoch first reaches it.
             group_by_length: Training batches of similar length (target tokens + audio seconds, estimated from
                 the text and the media headers), shuffled per epoch: less padding (speed lever, bench/README.md).
+            hash_media: Put the encoder-cache keys of each batch's media in batch["meta"]["media_keys"], hashed in
+                the DataLoader workers (pair it with the SFT module's `encoder_cache_dir`; without it the module
+                hashes in the training step).
         """
         super().__init__()
         self.save_hyperparameters()

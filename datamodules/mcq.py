@@ -189,6 +189,7 @@ class McqDataModule(ManifestDataModule):
         rejects_path: str | None = None,
         check_media: bool = False,
         group_by_length: bool = False,
+        hash_media: bool = False,
     ):
         """
         Args:
@@ -217,6 +218,9 @@ class McqDataModule(ManifestDataModule):
                 that fails to decode is rejected when an epoch first reaches it.
             group_by_length: Training batches of similar length (question, options, target, audio seconds and
                 pictures, estimated without decoding), shuffled per epoch: less padding (speed lever).
+            hash_media: Put the encoder-cache keys of each batch's media in batch["meta"]["media_keys"], hashed in
+                the DataLoader workers (pair it with the SFT module's `encoder_cache_dir`; without it the module
+                hashes in the training step).
         """
         super().__init__()
         self.save_hyperparameters()

@@ -1,33 +1,54 @@
-"""LoRA (and QLoRA) supervised fine-tuning of the Qwen2.5-Omni thinker.
+"""Supervised fine-tuning of the Qwen2.5-Omni thinker: LoRA / QLoRA, or full fine-tuning of its language model.
+
+`finetune="lora"` (the VASR paper): LoRA on the language model (`lora` settings), everything else frozen.
+`finetune="full"` (the AVRT paper's "fully supervised fine-tuning"): the language model trains (the LM head
+with `lora.train_lm_head`), the audio and vision towers stay frozen; weights are kept in fp32 (master
+copy; compute in bf16 through the trainer's `precision: bf16-mixed`), because lr 2e-6 updates are below
+bf16's resolution of the weights.
 
 The model is built in `configure_model`, so sharding strategies see it before it is materialised:
 under Lightning's `ModelParallelStrategy` (FSDP2) each decoder layer and then the whole model are
-`fully_shard`-ed over the data-parallel mesh; DDP and single-device need nothing special.
+`fully_shard`-ed over the data-parallel mesh, with `cpu_offload` keeping parameters, gradients and AdamW
+state in host memory (FSDP2's `CPUOffloadPolicy`); DDP and single-device need nothing special.
 
 Loss is the thinker's own cross-entropy over `batch["labels"]` (-100 everywhere except the assistant
-turn), so it falls on the target tokens only. AdamW sees trainable (LoRA) parameters only; the schedule
-is linear warm-up then cosine decay to zero over `trainer.estimated_stepping_batches`.
+turn), so it falls on the target tokens only. AdamW (betas 0.9/0.999, eps 1e-8: torch's defaults, the
+AVRT paper's values) sees trainable parameters only; the schedule is linear warm-up then cosine decay to
+zero over `trainer.estimated_stepping_batches`.
 
 Checkpoints hold only the trainable weights + optimizer/scheduler state (frozen base weights are
-dropped in `on_save_checkpoint` and rebuilt from `base` on resume; `strict_loading = False`), and the
-`AdapterSaver` callback (added by `configure_callbacks`) writes a PEFT adapter dir beside each one.
+dropped in `on_save_checkpoint` and rebuilt from `base` on resume; `strict_loading = False`). Beside each
+one (`configure_callbacks`): LoRA runs write PEFT adapter dirs (`AdapterSaver`), full runs a loadable HF
+thinker dir `model-last/` (`lit_modules.export.FullModelSaver`), and both `training_settings.json` (the
+DataModule's frames / frame size / seconds / audio-in-video / target, which `avcot.eval` reads).
 
-Departure from the paper's setup: none in the optimisation itself (r 8, alpha 32, dropout 0.05 on q/k/v/o,
-lr 1e-4, cosine, 3 epochs, bf16 come from the configs); HF's gradient checkpointing is not used because it
-backprops through the frozen encoders (`lm_checkpointing` checkpoints the decoder layers only instead).
+Departures from the papers' setups (their numbers are in the configs, held by tests/test_paper_configs.py):
+- HF's gradient checkpointing is not used because it backprops through the frozen encoders
+  (`lm_checkpointing` checkpoints the decoder layers only instead).
+- VASR: the paper names no LoRA target modules; `lora.target: attention` (q/k/v/o of the LM) is used, the
+  authors' training script uses all linear layers (`lora.target: all-linear` comes closest: the LM's linear
+  layers, never the towers').
+- AVRT: DeepSpeed ZeRO-2 with CPU offload becomes FSDP2 (which also shards the parameters, ZeRO-3 style)
+  with `cpu_offload`; the effective batch and every optimiser number are the paper's.
 """
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from avcot.chat import model_inputs
+from avcot.model import LoraSettings, lora_settings
 from avcot.records import Generation
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
+from lit_modules.export import FullModelSaver, TrainingSettingsSaver
+
+Finetune = Literal["lora", "full"]
 
 
 class GenerationBatch:
@@ -59,17 +80,32 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def check_finetune(finetune: str, *, adapter: str | None, quantization: str, dtype: str) -> None:
+    """Refuse settings that cannot go with `finetune` (ValueError naming the argument to change)."""
+    if finetune not in ("lora", "full"):
+        raise ValueError(f"finetune must be 'lora' or 'full', got {finetune!r}")
+    if finetune != "full":
+        return
+    if adapter:
+        raise ValueError("finetune: full trains the base weights; `adapter` is for finetune: lora (to start a full "
+                         "run from merged weights, point `base` at them)")
+    if quantization != "none":
+        raise ValueError("finetune: full cannot train a 4-bit base; set quantization: none")
+    if dtype != "float32":
+        raise ValueError(f"finetune: full keeps fp32 master weights (small-lr updates vanish in {dtype}); set "
+                         "dtype: float32 and compute in bf16 with the trainer's precision: bf16-mixed")
+
+
 class SFTModule(L.LightningModule):
-    """LoRA SFT of the thinker (audio and vision towers frozen, LoRA on the language model)."""
+    """SFT of the thinker: LoRA on the language model, or the whole language model (towers frozen either way)."""
 
     def __init__(
         self,
         base: str = "tiny",
         adapter: str | None = None,
-        lora_r: int = 8,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.05,
-        lora_target: Literal["attention", "all-linear"] = "attention",
+        finetune: Finetune = "lora",
+        lora: LoraSettings = LoraSettings(),
+        cpu_offload: bool = False,
         quantization: Literal["none", "nf4"] = "none",
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         lr: float = 1e-4,
@@ -77,7 +113,6 @@ class SFTModule(L.LightningModule):
         warmup_steps: int = 0,
         seed: int = 0,
         max_new_tokens: int = 256,
-        train_lm_head: bool = False,
         fast_loss: bool = False,
         lm_checkpointing: bool = False,
         encoder_cache_dir: str | None = None,
@@ -85,19 +120,21 @@ class SFTModule(L.LightningModule):
         """
         Args:
             base: "tiny" (embedded random-init model) or a Qwen2.5-Omni checkpoint directory.
-            adapter: Optional PEFT adapter directory to continue training from (its LoRA settings win).
-            lora_r: LoRA rank.
-            lora_alpha: LoRA alpha (scale = alpha / r).
-            lora_dropout: Dropout on the LoRA branch.
-            lora_target: "attention" (q/k/v/o of the LM) or "all-linear" (also the LM's MLP).
+            adapter: Optional PEFT adapter directory to continue training from (its LoRA settings win; LoRA only).
+            finetune: "lora" (adapter on the language model) or "full" (the language model's own weights; the LM
+                head with `lora.train_lm_head`; needs dtype float32, no quantization, no adapter).
+            lora: LoRA settings (rank, alpha, dropout, target modules, LM head): YAML `lora: {r: 8, alpha: 32,
+                dropout: 0.05, target: attention}`, CLI `--model.init_args.lora.r 8`. With finetune "full" only
+                `train_lm_head` is read.
+            cpu_offload: FSDP2 only (`ModelParallelStrategy`): keep the sharded parameters, gradients and AdamW
+                state in host memory (the closest analogue of DeepSpeed ZeRO-2 + CPU offload).
             quantization: "none" or "nf4" (QLoRA: the base is loaded in 4-bit with bitsandbytes).
             dtype: Weight dtype of the base model.
             lr: Peak AdamW learning rate.
-            weight_decay: AdamW weight decay (on the LoRA weights).
+            weight_decay: AdamW weight decay (on the trainable weights).
             warmup_steps: Linear warm-up steps before the cosine decay.
             seed: Seed of the tiny model's init and the LoRA init.
             max_new_tokens: Generation length for predict.
-            train_lm_head: Also train the LM head (saved in the adapter); for the random-init tiny model only.
             fast_loss: Apply the LM head and cross-entropy at labelled positions only (same loss, far less
                 memory with a 152k vocabulary).
             lm_checkpointing: Activation checkpointing on the language-model decoder layers only (the frozen
@@ -106,34 +143,42 @@ class SFTModule(L.LightningModule):
                 hash + tower fingerprint, reused across epochs; None disables it.
         """
         super().__init__()
+        check_finetune(finetune, adapter=adapter, quantization=quantization, dtype=dtype)
+        self.lora = lora_settings(lora)
+        lora = asdict(self.lora)  # hparams hold plain data: checkpoints load with weights_only, as LightningCLI's do
         self.save_hyperparameters()
         self.model = None
         self.strict_loading = False  # checkpoints carry only the trainable weights
         self._last_step_time: float | None = None
         self.encoder_cache = None
+        self._told_hash_media = False
 
     # -- model ---------------------------------------------------------------------------------------------
 
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        from avcot.model import LoraSettings, apply_lora, load_adapter, load_thinker
+        from avcot.model import apply_lora, load_adapter, load_thinker, train_language_model
 
         hp = self.hparams
-        if getattr(self, "device_mesh", None) is not None and (hp.fast_loss or hp.encoder_cache_dir):
+        sharded = getattr(self, "device_mesh", None) is not None
+        if sharded and (hp.fast_loss or hp.encoder_cache_dir):
             # Both call the thinker's parts directly; FSDP2 gathers the root's weights (and finalises the
             # gradient reduce-scatters) only when a forward runs through the root module.
             raise ValueError("fast_loss and encoder_cache_dir are for one device or DDP; with FSDP2 "
                              "(ModelParallelStrategy) set them off (lm_checkpointing works there)")
+        if hp.cpu_offload and not sharded:
+            raise ValueError("cpu_offload is FSDP2's CPUOffloadPolicy: use it with the ModelParallelStrategy "
+                             "(see configs/avrt_3b_sft.yaml), or set cpu_offload: false")
         with torch.random.fork_rng(devices=[]):  # LoRA init independent of the global RNG state
             torch.manual_seed(hp.seed)
             model = load_thinker(hp.base, dtype=hp.dtype, quantization=hp.quantization, seed=hp.seed)
-            if hp.adapter:
+            if hp.finetune == "full":
+                train_language_model(model, train_lm_head=self.lora.train_lm_head)
+            elif hp.adapter:
                 model = load_adapter(model, hp.adapter, trainable=True)
             else:
-                settings = LoraSettings(r=hp.lora_r, alpha=hp.lora_alpha, dropout=hp.lora_dropout,
-                                        target=hp.lora_target, train_lm_head=hp.train_lm_head)
-                model = apply_lora(model, settings)
+                model = apply_lora(model, self.lora)
         if hp.lm_checkpointing:
             from avcot.speed.checkpointing import enable_lm_checkpointing
 
@@ -142,24 +187,21 @@ class SFTModule(L.LightningModule):
             from avcot.speed.encoder_cache import EncoderCache
 
             self.encoder_cache = EncoderCache(hp.encoder_cache_dir, model)
-        if getattr(self, "device_mesh", None) is not None:
-            shard_model(model, self.device_mesh)
+        if sharded:
+            shard_model(model, self.device_mesh, cpu_offload=hp.cpu_offload)
         self.model = model
 
     def setup(self, stage: str) -> None:
         use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.hparams.encoder_cache_dir and hasattr(datamodule, "hash_media"):
-            # Media keys hashed in the DataLoader workers: no device-to-host copy + hash in the step.
-            datamodule.hash_media = True
 
     def configure_callbacks(self):
-        return [AdapterSaver()]
+        saver = FullModelSaver() if self.hparams.finetune == "full" else AdapterSaver()
+        return [saver, TrainingSettingsSaver()]
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
-            raise RuntimeError("no trainable parameters: LoRA was not applied")
+            raise RuntimeError("no trainable parameters: neither LoRA nor full fine-tuning was set up")
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = self.hparams.warmup_steps
@@ -186,6 +228,10 @@ class SFTModule(L.LightningModule):
         feats = None
         if self.encoder_cache is not None:  # keys from the collate when the DataModule hashed them, else here
             keys = batch.get("meta", {}).get("media_keys")
+            if keys is None and not self._told_hash_media:
+                self._told_hash_media = True
+                rank_zero_info("encoder cache: media keys are hashed in the training step; the DataModule's "
+                               "hash_media: true hashes them in the DataLoader workers instead")
             feats = self.encoder_cache.features(self.model, batch, keys)
         return sft_loss(self.model, batch, feats)
 
@@ -237,13 +283,19 @@ class SFTModule(L.LightningModule):
         keep_trainable_only(checkpoint, self)
 
 
-def shard_model(model, mesh) -> None:
-    """FSDP2: shard each language-model decoder layer, then the rest, over the data-parallel mesh."""
-    from torch.distributed.fsdp import fully_shard
+def shard_model(model, mesh, *, cpu_offload: bool = False) -> None:
+    """FSDP2: shard each language-model decoder layer, then the rest, over the data-parallel mesh.
+
+    `cpu_offload`: the shards (and so their gradients and the optimizer state) live in host memory and are
+    copied to the device for each unit's forward/backward. On an accelerator the shards are pinned, which
+    also makes FSDP2 put them back on the host after Lightning's `model.to(device)`; a CPU mesh cannot pin.
+    """
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     from avcot.speed.embed import unwrap_thinker
 
     dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+    policy = CPUOffloadPolicy(pin_memory=dp.device_type != "cpu") if cpu_offload else OffloadPolicy()
     for layer in unwrap_thinker(model).model.language_model.layers:
-        fully_shard(layer, mesh=dp)
-    fully_shard(model, mesh=dp)
+        fully_shard(layer, mesh=dp, offload_policy=policy)
+    fully_shard(model, mesh=dp, offload_policy=policy)

@@ -34,7 +34,7 @@ def test_paper_hyperparameters_in_the_7b_config(capsys, monkeypatch):
         main(["fit", "--config", "configs/vasr_7b_lora.yaml", "--print_config"])
     cfg = yaml.safe_load(capsys.readouterr().out)
     m = cfg["model"]["init_args"]
-    assert (m["lora_r"], m["lora_alpha"], m["lora_dropout"], m["lr"]) == (8, 32, 0.05, 1e-4)
+    assert (m["lora"]["r"], m["lora"]["alpha"], m["lora"]["dropout"], m["lr"]) == (8, 32, 0.05, 1e-4)
     assert cfg["trainer"]["max_epochs"] == 3 and cfg["trainer"]["precision"] == "bf16-mixed"
 
 

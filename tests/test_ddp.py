@@ -21,12 +21,13 @@ SCRIPT = textwrap.dedent("""
     import lightning as L
     import torch
     from lightning.pytorch.strategies import ModelParallelStrategy
+    from avcot.model import LoraSettings
     from datamodules.cavsr import CavsrDataModule
     from lit_modules.sft import SFTModule
 
     manifest, out, kind = sys.argv[1], sys.argv[2], sys.argv[3]
     strategy = "ddp" if kind == "ddp" else ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-    module = SFTModule(lr=1e-2, lora_dropout=0.0, lm_checkpointing=kind.endswith("_ckpt"))
+    module = SFTModule(lr=1e-2, lora=LoraSettings(dropout=0.0), lm_checkpointing=kind.endswith("_ckpt"))
     dm = CavsrDataModule(train_manifest=manifest, val_fraction=0.0, batch_size=1, rejects_path=out + "/r.jsonl")
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=2, logger=False,
                         enable_checkpointing=True, enable_progress_bar=False, enable_model_summary=False,
@@ -66,6 +67,7 @@ def test_two_process_training_ends_with_identical_lora_weights(tmp_path, kind):
 GROUPED_SCRIPT = textwrap.dedent("""
     import json, sys
     import lightning as L
+    from avcot.model import LoraSettings
     from datamodules.cavsr import CavsrDataModule
     from lit_modules.sft import SFTModule
 
@@ -81,7 +83,7 @@ GROUPED_SCRIPT = textwrap.dedent("""
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, default_root_dir=out, callbacks=[Record()])
-    trainer.fit(SFTModule(lora_dropout=0.0), dm)
+    trainer.fit(SFTModule(lora=LoraSettings(dropout=0.0)), dm)
 """)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_datamodule import write_traced_manifest
 
+from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule
 from lit_modules.sft import SFTModule, warmup_cosine
 
@@ -30,7 +31,7 @@ def _snapshot(module: SFTModule) -> dict[str, torch.Tensor]:
 
 
 def test_fit_changes_lora_weights_and_nothing_else(tmp_path):
-    module = SFTModule(lr=5e-3, lora_dropout=0.0)
+    module = SFTModule(lr=5e-3, lora=LoraSettings(dropout=0.0))
     module.configure_model()
     before = _snapshot(module)
     trainer, _ = _fit(tmp_path, module)
@@ -72,7 +73,7 @@ def test_checkpoint_is_small_and_adapter_reloads_with_identical_logits(tmp_path)
 @pytest.mark.parametrize("levers", [{}, {"fast_loss": True, "lm_checkpointing": True}])
 def test_qlora_nf4_step_on_cpu_changes_lora_weights(tmp_path, levers):
     """configs/qlora_7b_single_gpu.yaml's setup (nf4 base, label-only loss, LM checkpointing) trains."""
-    module = SFTModule(quantization="nf4", lr=5e-3, lora_dropout=0.0, **levers)
+    module = SFTModule(quantization="nf4", lr=5e-3, lora=LoraSettings(dropout=0.0), **levers)
     module.configure_model()
     assert getattr(module.model.get_base_model(), "is_loaded_in_4bit", False)
     before = _snapshot(module)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from test_datamodule import write_traced_manifest
 
+from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule
 from lit_modules.sft import SFTModule
 
@@ -18,8 +19,8 @@ def batch(tmp_path_factory):
     return next(iter(dm.train_dataloader()))
 
 
-def _module(**kw) -> SFTModule:
-    module = SFTModule(lora_dropout=0.0, **kw)
+def _module(train_lm_head: bool = False, **kw) -> SFTModule:
+    module = SFTModule(lora=LoraSettings(dropout=0.0, train_lm_head=train_lm_head), **kw)
     module.configure_model()
     torch.manual_seed(0)
     with torch.no_grad():  # a non-zero adapter, so the levers are checked on a trained-looking model
@@ -86,8 +87,8 @@ def test_step_adapters_follow_checkpoint_retention(tmp_path):
 
 
 def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
-    """With `encoder_cache_dir`, the module asks the DataModule to hash media in the collate (loader workers);
-    the step uses those keys: every item computed once in epoch 1, read back in epoch 2."""
+    """With `encoder_cache_dir` and the DataModule's `hash_media`, media are hashed in the collate (loader
+    workers); the step uses those keys: every item computed once in epoch 1, read back in epoch 2."""
     import lightning as L
 
     from unittest import mock
@@ -102,8 +103,8 @@ def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
             seen.append(keys == media_keys(batch))  # the collated keys are the batch's own
 
     dm = CavsrDataModule(train_manifest=str(write_traced_manifest(tmp_path / "m.jsonl", 4)), batch_size=2,
-                         val_fraction=0.0, rejects_path=str(tmp_path / "rejects.jsonl"))
-    module = SFTModule(lora_dropout=0.0, encoder_cache_dir=str(tmp_path / "cache"))
+                         val_fraction=0.0, rejects_path=str(tmp_path / "rejects.jsonl"), hash_media=True)
+    module = SFTModule(lora=LoraSettings(dropout=0.0), encoder_cache_dir=str(tmp_path / "cache"))
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[Record()], default_root_dir=str(tmp_path))
