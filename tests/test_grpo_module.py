@@ -215,7 +215,7 @@ def test_validate_logs_greedy_rewards(tmp_path, data_dir):
     assert float(metrics["val/format_reward"]) == 0.0  # a random model writes no <think>/<answer> block
 
 
-@pytest.mark.parametrize("name", ["tiny_grpo", "avrt_3b_grpo", "cavsr_grpo", "avrt_3b_sft"])
+@pytest.mark.parametrize("name", ["tiny_grpo", "avrt_3b_grpo", "cavsr_grpo", "avrt_3b_sft", "fsdp_grpo_7b"])
 def test_configs_name_real_arguments_and_their_command(name):
     """Every init_args key is a constructor argument, rewards import, and line 1 is the command that runs it."""
     import importlib
@@ -245,6 +245,26 @@ def test_configs_name_real_arguments_and_their_command(name):
     if name == "avrt_3b_sft":
         assert args["lr"] == 2e-6 and args["warmup_steps"] == 100 and args["weight_decay"] == 0.01
         assert cfg["trainer"]["accumulate_grad_batches"] * cfg["data"]["init_args"]["batch_size"] == 32
+
+
+def test_fsdp_grpo_7b_config_is_grpo_under_fsdp2_with_the_static_rollout(capsys, monkeypatch):
+    """The config parses through the CLI (its run on 2 CPU ranks is test_grpo_distributed's fsdp2_static)."""
+    import yaml
+
+    from avcot.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", "configs/fsdp_grpo_7b.yaml", "--print_config"])
+    assert done.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"] == "lit_modules.grpo.GRPOModule"
+    assert cfg["trainer"]["strategy"]["class_path"] == "lightning.pytorch.strategies.ModelParallelStrategy"
+    args = cfg["model"]["init_args"]
+    assert args["static_rollout"] is True and args["reference"] == "start" and args["adapter"]
+    assert "Qwen2.5-Omni-7B" in args["base"]
+    assert (args["group_size"], args["clip_eps"], args["beta"]) == (4, 0.2, 0.01)
 
 
 def test_tiny_grpo_config_builds_through_the_cli(tmp_path):
@@ -380,7 +400,7 @@ def test_reference_start_is_the_frozen_sft_adapter(tmp_path, data_dir, tiny_batc
         base = sft_only.completion_logprobs(rollout)
     assert (ref_before - base).abs().max() > 1e-2  # ... which is not the base
 
-    kl = _fit(module, tmp_path, data_dir, max_steps=3)
+    kl = _fit(module, tmp_path, data_dir, max_steps=2)
     assert kl[0] == 0.0  # reference = start: before any update the policy is the reference, bit for bit
     assert kl[-1] > 0  # the updates moved the policy away from it
     assert torch.equal(module.reference_logprobs(rollout), ref_before)  # and the reference did not move
@@ -424,6 +444,25 @@ def test_reference_base_keeps_the_adapter_disabled_model(tmp_path, data_dir, tin
     assert torch.allclose(module.reference_logprobs(rollout), _policy_logprobs(plain, rollout), atol=1e-6)
     kl = _fit(module, tmp_path, data_dir, max_steps=1)
     assert kl[0] > 0  # the SFT policy is already away from the base
+
+
+def test_reference_start_on_an_nf4_base(tiny_batch, sft_adapter):
+    """QLoRA: the frozen reference copy sits on the same 4-bit layers; moving the policy leaves it in place."""
+    from lit_modules.grpo import GRPOModule
+
+    batch, _, _ = tiny_batch
+    module = GRPOModule(base="tiny", adapter=str(sft_adapter), quantization="nf4", group_size=2, max_new_tokens=4)
+    module.configure_model()
+    rollout = _rollout_of(module, batch)
+    module.model.eval()
+    ref = module.reference_logprobs(rollout)
+    assert torch.equal(ref, _policy_logprobs(module, rollout))
+    with torch.no_grad():
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(0.1)  # what an optimizer step does to the trainable adapter only
+    assert torch.equal(module.reference_logprobs(rollout), ref)
+    assert not torch.equal(_policy_logprobs(module, rollout), ref)
 
 
 def test_active_adapter_routes_without_touching_requires_grad(sft_adapter):
