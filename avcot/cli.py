@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 
 from lit_modules.checkpoint import PredictionWriter
@@ -41,6 +42,8 @@ def main(args: list[str] | None = None, *, run: bool = True) -> AvcotCLI:
     from lit_modules.sft import SFTModule  # noqa: F401
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Dataclass arguments (e.g. the modules' `lora: LoraSettings`) document each field in a docstring under it.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     return AvcotCLI(
         L.LightningModule, L.LightningDataModule,
         subclass_mode_model=True, subclass_mode_data=True,

@@ -188,6 +188,8 @@ class SFTModule(L.LightningModule):
 
             self.encoder_cache = EncoderCache(hp.encoder_cache_dir, model)
         if sharded:
+            if hp.cpu_offload:
+                _refuse_offload_backend(self.device_mesh.device_type)
             shard_model(model, self.device_mesh, cpu_offload=hp.cpu_offload)
         self.model = model
 
@@ -281,6 +283,27 @@ class SFTModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep_trainable_only(checkpoint, self)
+
+
+def offload_backend_problem(device_type: str, backend: str) -> str | None:
+    """Why FSDP2 CPU offload on `device_type` cannot run over process-group `backend`, or None.
+
+    Offloaded gradients are DTensors in host memory: their norm (gradient clipping) is reduced across ranks
+    there, which needs a CPU collective backend beside the accelerator's (e.g. "cuda:nccl,cpu:gloo").
+    """
+    if device_type == "cpu" or backend == "gloo" or "cpu:" in backend:
+        return None
+    return (f"cpu_offload keeps gradients in host memory and reduces their norm there, but the process group "
+            f"backend {backend!r} has no CPU backend: set the ModelParallelStrategy's process_group_backend: "
+            f"cuda:nccl,cpu:gloo (see configs/avrt_3b_sft.yaml)")
+
+
+def _refuse_offload_backend(device_type: str) -> None:
+    import torch.distributed as dist
+
+    problem = offload_backend_problem(device_type, str(dist.get_backend()))
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def shard_model(model, mesh, *, cpu_offload: bool = False) -> None:

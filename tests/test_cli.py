@@ -68,3 +68,14 @@ def test_fit_then_predict_through_the_cli(tmp_path, monkeypatch):
     want = [json.loads(x)["id"] for x in SYNTH.read_text().splitlines()]
     assert [x["id"] for x in lines] == want
     assert all(set(x) >= {"id", "text", "extracted"} and isinstance(x["text"], str) for x in lines)
+
+
+def test_nested_lora_settings_on_the_command_line_and_in_help(capsys):
+    """`--model.init_args.lora.r` sets one field (the others keep their defaults); --help documents each field."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.init_args.lora.r", "4", "--print_config"])
+    lora = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["lora"]
+    assert lora == {"r": 4, "alpha": 32, "dropout": 0.05, "target": "attention", "train_lm_head": False}
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "lit_modules.sft.SFTModule"])
+    assert "LoRA rank." in capsys.readouterr().out  # the field's own docstring (avcot.model.LoraSettings)

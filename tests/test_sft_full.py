@@ -96,6 +96,17 @@ def test_cpu_offload_without_fsdp2_is_a_clear_error():
         SFTModule(cpu_offload=True).configure_model()
 
 
+@pytest.mark.parametrize(("device", "backend", "ok"), [
+    ("cpu", "gloo", True), ("cuda", "nccl", False), ("cuda", "cuda:nccl,cpu:gloo", True), ("cuda", "gloo", True),
+])
+def test_cpu_offload_on_an_accelerator_needs_a_cpu_collective_backend(device, backend, ok):
+    from lit_modules.sft import offload_backend_problem
+
+    problem = offload_backend_problem(device, backend)
+    assert (problem is None) is ok
+    assert ok or "cuda:nccl,cpu:gloo" in problem
+
+
 def test_adamw_uses_the_avrt_papers_betas_and_eps():
     """AdamW betas 0.9/0.999, eps 1e-8 (the AVRT paper's values), weight decay from the config."""
     module = SFTModule(finetune="full", weight_decay=0.01)
