@@ -117,8 +117,7 @@ class ManifestDataModule(L.LightningDataModule):
 
     def train_batches_per_epoch(self) -> float:
         """Batches the trainer takes per training epoch (`limit_train_batches` applied); inf without a trainer."""
-        trainer = self._trainer if hasattr(self, "_trainer") else None
-        return float(getattr(trainer, "num_training_batches", float("inf")) if trainer is not None else float("inf"))
+        return float(self.trainer.num_training_batches) if self.trainer is not None else float("inf")
 
     def decoded_rows(self, rows: list[ManifestRow], build: Callable[[dict], Example], source: str) -> list[ManifestRow]:
         """`rows` whose examples build (media decoded, encoded), when `check_media` is on; each failure is a

@@ -1,17 +1,23 @@
-"""`RowLoader`: the DataLoader every DataModule hands to Lightning, resumable mid-epoch, counting rejects.
+"""`RowLoader`: the DataLoader every DataModule hands to Lightning, resumable exactly, counting rejects.
 
 Why a subclass and not a plain DataLoader (each point was a wrong batch order or a wrong count before):
 
 - Mid-epoch resume. Lightning restores its loop counters from a checkpoint taken mid-epoch, but a plain
-  DataLoader starts the epoch over: the first `b` batches were trained again and the last `b` never. A
-  loader with `state_dict`/`load_state_dict` is "stateful" to Lightning: `state_dict` says which epoch and
-  how many batches the training loop has taken (the fit loop fetches without prefetching when the length
-  is known, so batches handed out = batches trained), and after `load_state_dict` the epoch's first `b`
-  batches are skipped as index lists, without decoding their media.
-- The epoch of the first epoch after a resume. Lightning creates the loader's iterator while setting up
-  the data, before `set_epoch`; with workers, the indices were drawn (and sent to the workers) right then,
-  from the sampler's constructor epoch (0). The iterator here is created on the first `next()`, after
-  `set_epoch`.
+  DataLoader starts the epoch over: the first `b` batches were trained twice and the last `b` never. A
+  loader with `state_dict`/`load_state_dict` is "stateful" to Lightning; here the state is the position in
+  the stream of training batches, (epoch, batches of that epoch handed out), and a resumed pass skips the
+  trained batches as index lists, without decoding their media. (The fit loop fetches without prefetching
+  when the length is known, so batches handed out = batches trained.)
+- Lightning's epoch number after a resume. With `max_steps` (iteration-based training) a resume from an
+  end-of-epoch checkpoint first runs one more batch as part of the finished epoch and then calls
+  `set_epoch(e + 2)` for what is epoch e + 1: the shuffle of the epoch after, and a batch out of place. So
+  once the training loader has a position (after a pass or a resume), the position decides, not
+  `set_epoch`: a pass continues where the stream stands, and an epoch ends after `epoch_batches()` batches
+  (Lightning's `num_training_batches`, so `limit_train_batches` keeps its meaning). In a run that is never
+  resumed the two agree.
+- Worker prefetch. Lightning creates the loader's iterator while setting up the data, before `set_epoch`;
+  with workers the indices were drawn (and sent to the workers) right then, from the sampler's constructor
+  epoch (0). The torch iterator here is created on the first `next()`.
 - Rejects from workers. Workers are separate processes: a row that fails to decode comes back as a
   `Skipped` in the batch (`collate_examples`), and the main process records it in the `RejectLog` via
   `on_skipped`; a batch of skipped rows only becomes None (what the LightningModules skip).
@@ -24,6 +30,8 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from datamodules.common import Skipped, SkippedBatch
+
+_END = object()
 
 
 class _SkipFirst:
@@ -44,20 +52,31 @@ class _SkipFirst:
 
 
 class RowLoader(DataLoader):
-    """DataLoader whose batches are counted per epoch (state_dict/load_state_dict) and whose skipped rows
-    are reported to `on_skipped` in the main process. See the module docstring."""
+    """DataLoader whose training passes follow a resumable position and whose skipped rows are reported to
+    `on_skipped` in the main process. See the module docstring."""
 
-    def __init__(self, *args: Any, on_skipped: Callable[[Sequence[Skipped]], None] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, on_skipped: Callable[[Sequence[Skipped]], None] | None = None,
+                 resumable: bool = False, epoch_batches: Callable[[], float] | None = None, **kwargs: Any):
+        """
+        Args:
+            on_skipped: Called in the main process with the rows a batch skipped.
+            resumable: Follow the position (training); else every pass is the epoch `set_epoch` gave, whole.
+            epoch_batches: Batches Lightning takes per epoch (default: the loader's length).
+        """
         super().__init__(*args, **kwargs)
-        self.on_skipped = on_skipped
-        self.epoch, self.batches = 0, 0
-        """Epoch of the current (or last) pass and batches handed out in it (resumed ones included)."""
-        self._resume: tuple[int, int] | None = None
+        self.on_skipped, self.resumable, self.epoch_batches = on_skipped, resumable, epoch_batches
+        self.position: tuple[int, int] | None = None
+        """(epoch, batches of it handed out) of the training stream; None until the first pass or a resume."""
         self._skip = 0
 
     def sampler_epoch(self) -> int:
         """The epoch Lightning last set on the sampler (0 when it has none)."""
         return int(getattr(self.sampler, "epoch", 0))
+
+    def per_epoch(self) -> int:
+        """Batches of one epoch: the loader's length, or fewer when Lightning is limited to fewer."""
+        limit = self.epoch_batches() if self.epoch_batches is not None else len(self)
+        return int(min(len(self), limit))
 
     @property
     def _index_sampler(self):
@@ -66,28 +85,50 @@ class RowLoader(DataLoader):
         return _SkipFirst(base, self._skip) if self._skip else base
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches": self.batches}
+        epoch, batches = self.position if self.position is not None else (self.sampler_epoch(), 0)
+        return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = (int(state["epoch"]), int(state["batches"]))
+        self.position = (int(state["epoch"]), int(state["batches"]))
 
     def __iter__(self) -> Iterator:
-        return _LazyIterator(self)
+        return _Pass(self, self._stream() if self.resumable else self._whole_epoch())
 
-    def _start(self) -> Iterator:
-        """The torch iterator of a new pass: the sampler's epoch is read now, after Lightning's `set_epoch`."""
-        epoch = self.sampler_epoch()
-        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
-        self._resume = None
-        self.epoch, self.batches, self._skip = epoch, skip, skip
+    def _epoch_iterator(self, epoch: int, skip: int = 0) -> Iterator:
+        """The torch iterator over `epoch`'s batches after its first `skip` (workers start now)."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        self._skip = skip
         try:
             return super().__iter__()
         finally:
             self._skip = 0
 
+    def _whole_epoch(self) -> Iterator:
+        """An evaluation pass: the epoch `set_epoch` gave, read when the first batch is asked for."""
+        yield from self._epoch_iterator(self.sampler_epoch())
+
+    def _stream(self) -> Iterator:
+        """A training pass: up to `len(self)` batches from the position on, into the next epoch when this one is
+        used up. Lightning stops a pass after the batches it counts as left in its epoch, so a pass reaches
+        into the next epoch only when Lightning's count is out of step with the data (the resume above)."""
+        if self.position is None:
+            self.position = (self.sampler_epoch(), 0)
+        opened, it = None, iter(())
+        for _ in range(len(self)):
+            epoch, done = self.position
+            if done >= self.per_epoch():
+                epoch, done = epoch + 1, 0
+            if opened != epoch:
+                opened, it = epoch, self._epoch_iterator(epoch, done)
+            batch = next(it, _END)
+            if batch is _END:
+                return
+            self.position = (epoch, done + 1)
+            yield batch
+
     def _take(self, batch: Any) -> Any:
-        """Count one handed-out batch; record its skipped rows; a batch of skipped rows becomes None."""
-        self.batches += 1
+        """Record a batch's skipped rows; a batch of skipped rows becomes None."""
         skipped = batch.skipped if isinstance(batch, SkippedBatch) else \
             batch.get("meta", {}).pop("skipped", ()) if isinstance(batch, dict) else ()
         if skipped and self.on_skipped is not None:
@@ -95,19 +136,18 @@ class RowLoader(DataLoader):
         return None if isinstance(batch, SkippedBatch) else batch
 
 
-class _LazyIterator:
-    """Creates the loader's torch iterator on the first `next()` (see the module docstring)."""
+class _Pass:
+    """One pass over a `RowLoader`: its batches (generated lazily, so nothing is drawn before the first
+    `next()`), with the skipped rows recorded; sized like the loader."""
 
-    def __init__(self, loader: RowLoader):
-        self.loader, self.it = loader, None
+    def __init__(self, loader: RowLoader, batches: Iterator):
+        self.loader, self.batches = loader, batches
 
-    def __iter__(self) -> _LazyIterator:
+    def __iter__(self) -> _Pass:
         return self
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __next__(self) -> Any:
-        if self.it is None:
-            self.it = self.loader._start()
-        return self.loader._take(next(self.it))
+        return self.loader._take(next(self.batches))

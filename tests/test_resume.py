@@ -7,6 +7,7 @@ would differ from the uninterrupted run's; the data order does not depend on it 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -81,33 +82,38 @@ class StopAtStep(Callback):
             trainer.should_stop = True  # the interruption, right after the step-checkpoint is written
 
 
-def _fit_ids(manifest: Path, root: Path, *, group_by_length: bool, num_workers: int, stop: int | None = None,
-             ckpt_path: Path | None = None) -> list[tuple[str, ...]]:
-    """Ids of every training batch of a 2-epoch fit through the real CavsrDataModule (10 rows: 8 train in
-    batches of 2, 2 val), with a checkpoint after every step (steps/) and every epoch (epochs/)."""
+def _fit_ids(manifest: Path, root: Path, *, group_by_length: bool, num_workers: int, max_steps: bool,
+             stop: int | None = None, ckpt_path: Path | None = None) -> list[tuple[str, ...]]:
+    """Ids of every training batch of a 2-epoch fit (`max_epochs=2`, or `max_steps=8`: iteration-based) through
+    the real CavsrDataModule (10 rows: 8 train in batches of 2, 2 val), with a checkpoint after every step
+    (steps/) and every epoch (epochs/)."""
     dm = CavsrDataModule(train_manifest=str(manifest), val_fraction=0.2, split_column=None, batch_size=2,
                          num_frames=2, frame_size=56, max_seconds=2.0, group_by_length=group_by_length,
                          num_workers=num_workers, rejects_path=str(root / "rejects.jsonl"))
     callbacks = [ModelCheckpoint(dirpath=str(root / "steps"), every_n_train_steps=1, save_top_k=-1),
                  ModelCheckpoint(dirpath=str(root / "epochs"), every_n_epochs=1, save_top_k=-1)]
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root),
-                        callbacks=callbacks + ([StopAtStep(stop)] if stop else []))
+    length = dict(max_epochs=-1, max_steps=8) if max_steps else dict(max_epochs=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=str(root),
+                        callbacks=callbacks + ([StopAtStep(stop)] if stop else []), **length)
     module = BatchIds()
     trainer.fit(module, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return module.ids
 
 
-@pytest.mark.parametrize("group_by_length,num_workers", [
-    pytest.param(False, 0, id="shuffle-main"), pytest.param(True, 1, id="grouped-workers"),
-    pytest.param(True, 0, id="grouped-main", marks=pytest.mark.slow),  # ~12 s each: the two above cover
-    pytest.param(False, 1, id="shuffle-workers", marks=pytest.mark.slow),  # both samplers and both causes
+@pytest.mark.parametrize("group_by_length,num_workers,max_steps", [
+    pytest.param(False, 0, False, id="shuffle-main-epochs"), pytest.param(True, 1, True, id="grouped-workers-steps"),
+    # ~12 s each: the two above cover both samplers, workers and both ways of ending a run
+    pytest.param(True, 0, False, id="grouped-main-epochs", marks=pytest.mark.slow),
+    pytest.param(False, 1, False, id="shuffle-workers-epochs", marks=pytest.mark.slow),
+    pytest.param(False, 0, True, id="shuffle-main-steps", marks=pytest.mark.slow),
 ])
-def test_interrupted_and_resumed_run_sees_the_same_batches(tmp_path, group_by_length, num_workers):
-    """Mid-epoch: a plain loader started the epoch over (first batches twice, last never). End of epoch, with
-    workers: the resumed epoch drew the shuffle of epoch 0 (indices were sent to the workers before set_epoch)."""
+def test_interrupted_and_resumed_run_sees_the_same_batches(tmp_path, group_by_length, num_workers, max_steps):
+    """Mid-epoch: a plain loader started the epoch over (first batches twice, last never). End of epoch: with
+    workers the resumed epoch drew the shuffle of epoch 0 (indices sent to the workers before set_epoch); with
+    max_steps Lightning ran one batch more as part of epoch 0, then epoch 1 with the shuffle of epoch 2."""
     manifest = write_traced_manifest(tmp_path / "m.jsonl", 10)
-    kw = dict(group_by_length=group_by_length, num_workers=num_workers)
+    kw = dict(group_by_length=group_by_length, num_workers=num_workers, max_steps=max_steps)
     full = _fit_ids(manifest, tmp_path / "full", **kw)
     assert len(full) == 8 and len(set(full[:4])) == 4 and full[:4] != full[4:]
     cut = _fit_ids(manifest, tmp_path / "cut", stop=6, **kw)  # 2 batches into epoch 1
@@ -118,13 +124,9 @@ def test_interrupted_and_resumed_run_sees_the_same_batches(tmp_path, group_by_le
     assert end == full[4:]
 
 
-def test_row_loader_skips_trained_batches_without_decoding_them():
-    """After `load_state_dict`, the epoch's first batches are skipped as indices (never built) and the count
-    goes on from there; the iterator reads the sampler's epoch on the first `next()`, after `set_epoch`."""
+def _counting_loader(built: list[int]):
     from datamodules.common import EpochSeededSampler
     from datamodules.loader import RowLoader
-
-    built: list[int] = []
 
     class Items(torch.utils.data.Dataset):
         def __len__(self):
@@ -134,23 +136,43 @@ def test_row_loader_skips_trained_batches_without_decoding_them():
             built.append(i)
             return i
 
-    def loader():
-        return RowLoader(Items(), batch_size=2, sampler=EpochSeededSampler(10, seed=1),
-                         collate_fn=lambda xs: {"ids": xs, "meta": {}})
+    return RowLoader(Items(), batch_size=2, sampler=EpochSeededSampler(10, seed=1), resumable=True,
+                     collate_fn=lambda xs: {"ids": xs, "meta": {}})
 
-    reference = loader()
-    reference.sampler.set_epoch(3)
-    epoch3 = [b["ids"] for b in reference]
-    resumed = loader()
+
+def _epoch_batches(epoch: int) -> list[list[int]]:
+    reference = _counting_loader([])
+    reference.sampler.set_epoch(epoch)
+    return [b["ids"] for b in reference]
+
+
+def test_row_loader_skips_trained_batches_without_decoding_them():
+    """After `load_state_dict`, the epoch's first batches are skipped as indices (never built) and the position
+    goes on from there; a fresh loader reads the sampler's epoch on the first `next()`, after `set_epoch`."""
+    built: list[int] = []
+    fresh = _counting_loader(built)
+    it = iter(fresh)  # Lightning creates the iterator first ...
+    fresh.sampler.set_epoch(3)  # ... and sets the epoch after
+    assert [b["ids"] for b in it] == _epoch_batches(3)
+    resumed = _counting_loader(built)
     resumed.load_state_dict({"epoch": 3, "batches": 2})
-    it = iter(resumed)  # Lightning creates the iterator first ...
-    resumed.sampler.set_epoch(3)  # ... and sets the epoch after
     built.clear()
-    assert [b["ids"] for b in it] == epoch3[2:]
-    assert sorted(built) == sorted(i for b in epoch3[2:] for i in b)
+    # Lightning takes the epoch's remaining 3 of len(loader) == 5 batches (it restored "2 done")
+    assert [b["ids"] for b in itertools.islice(resumed, 3)] == _epoch_batches(3)[2:]
+    assert sorted(built) == sorted(i for b in _epoch_batches(3)[2:] for i in b)
     assert resumed.state_dict() == {"epoch": 3, "batches": 5} and len(resumed) == 5
-    resumed.sampler.set_epoch(4)  # the next epoch is whole again
-    assert len([b for b in resumed]) == 5
+    assert [b["ids"] for b in resumed] == _epoch_batches(4)  # the next pass is the next epoch, whole
+
+
+def test_row_loader_position_wins_over_an_out_of_step_epoch():
+    """Lightning's iteration-based resume from an end-of-epoch checkpoint takes one batch as the end of the old
+    epoch, then calls set_epoch(e + 2) for epoch e + 1: the stream must go on with epoch e + 1."""
+    loader = _counting_loader([])
+    loader.load_state_dict({"epoch": 0, "batches": 5})  # epoch 0 was complete
+    loader.sampler.set_epoch(1)
+    assert next(iter(loader))["ids"] == _epoch_batches(1)[0]  # pass abandoned after one batch
+    loader.sampler.set_epoch(2)
+    assert [b["ids"] for b in loader] == _epoch_batches(1)[1:] + _epoch_batches(2)[:1]
 
 
 def test_resume_continues_steps_and_loss_trajectory(tmp_path):
