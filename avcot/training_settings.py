@@ -85,11 +85,11 @@ def read_training_settings(ckpt_dir: str | Path) -> TrainingSettings | None:
     return TrainingSettings(**data)
 
 
-def merge_media(given: Mapping[str, Any], saved: TrainingSettings | None,
+def merge_media(given: Mapping[str, Any], recorded: Mapping[str, Any],
                 defaults: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Each key of `defaults`: the value given on the command line (not None), else the saved one, else the
-    default. Returns (values, where each came from: 'flag' | 'training_settings.json' | 'default')."""
-    recorded = saved.known() if saved is not None else {}
+    """Each key of `defaults`: the value given on the command line (not None), else the recorded one (from
+    `training_settings.json`), else the default. Returns (values, where each came from: 'flag' |
+    'training_settings.json' | 'default')."""
     values, sources = {}, {}
     for key, default in defaults.items():
         if given.get(key) is not None:

@@ -5,15 +5,27 @@
                              [--scoring avcot|wenet]
   python -m avcot.eval mcq   --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--modalities a,v,av]
   python -m avcot.eval convert --benchmark omnibench --src dataset/batch-5_1142_20240817.jsonl --out m.jsonl
+
+Media settings (--num-frames, --frame-size, --max-seconds, --use-audio-in-video; cavsr's --prompt from the
+training target): a flag given on the command line wins; else the value the checkpoint was trained with, read
+from the `training_settings.json` inside or beside `--ckpt`; else the default. The log and report.md say which.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from avcot.eval.loaders import BENCHMARKS
 from avcot.text import SCORINGS
+
+log = logging.getLogger("avcot.eval")
+
+MEDIA_DEFAULTS = {"frame_size": 112, "max_seconds": 30.0, "use_audio_in_video": False}
+"""Media settings when neither a flag nor the checkpoint's training_settings.json gives them."""
+CAVSR_DEFAULTS = {**MEDIA_DEFAULTS, "num_frames": 4, "prompt": "avcot"}
+MCQ_DEFAULTS = {**MEDIA_DEFAULTS, "num_frames": 8}
 
 
 def _model_args(ap: argparse.ArgumentParser) -> None:
@@ -25,9 +37,11 @@ def _model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", required=True, help="manifest (JSONL or Parquet)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--batch-size", type=int, default=4, help="generation batch size (left-padded)")
-    ap.add_argument("--frame-size", type=int, default=112, help="square frame side, multiple of 28")
-    ap.add_argument("--max-seconds", type=float, default=30.0, help="clip length cap")
-    ap.add_argument("--use-audio-in-video", action="store_true", help="interleave audio with video frames")
+    ap.add_argument("--frame-size", type=int, default=None,
+                    help="square frame side, multiple of 28 (default: as trained, else 112)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="clip length cap (default: as trained, else 30)")
+    ap.add_argument("--use-audio-in-video", action=argparse.BooleanOptionalAction, default=None,
+                    help="interleave audio with video frames (default: as trained, else off)")
     ap.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -38,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(cav)
     cav.add_argument("--ablations", default="black,random,audio_only",
                      help="comma list besides the true video: black, random, audio_only ('' = true video only)")
-    cav.add_argument("--prompt", default="avcot", choices=("avcot", "transcript"),
-                     help="instruction: avcot, or transcript for a w/o-AV-CoT adapter")
+    cav.add_argument("--prompt", default=None, choices=("avcot", "transcript"),
+                     help="instruction: avcot, or transcript for a w/o-AV-CoT adapter (default: the training "
+                          "target, else avcot)")
     cav.add_argument("--max-new-tokens", type=int, default=256)
-    cav.add_argument("--num-frames", type=int, default=4, help="frames per clip (even)")
+    cav.add_argument("--num-frames", type=int, default=None, help="frames per clip, even (default: as trained, else 4)")
     cav.add_argument("--t2s", action="store_true", help="traditional -> simplified before scoring")
     cav.add_argument("--scoring", default="avcot", choices=SCORINGS,
                      help="CER tokens: avcot (punctuation/width/case folded) or wenet (compute-cer.py --char=1)")
@@ -50,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(mcq)
     mcq.add_argument("--modalities", default="a,v,av", help="comma list of a, v, av")
     mcq.add_argument("--max-new-tokens", type=int, default=512)
-    mcq.add_argument("--num-frames", type=int, default=8, help="frames per clip (even)")
+    mcq.add_argument("--num-frames", type=int, default=None, help="frames per clip, even (default: as trained, else 8)")
     conv = sub.add_parser("convert", help="public benchmark release -> our manifest JSONL")
     conv.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     conv.add_argument("--src", required=True, help="the benchmark's annotation file (csv / json / jsonl)")
@@ -65,6 +80,22 @@ def _spec(args):
     return ModelSpec(ckpt=args.ckpt, base=args.base, dtype=args.dtype, device=args.device, seed=args.seed)
 
 
+def media_settings(args: argparse.Namespace, defaults: dict) -> tuple[dict, str]:
+    """The media settings to evaluate with (flag > training_settings.json of --ckpt > default) and a line
+    saying where each came from, for the log and the report."""
+    from avcot.training_settings import merge_media, read_training_settings
+
+    saved = read_training_settings(args.ckpt) if args.ckpt and Path(args.ckpt).expanduser().is_dir() else None
+    recorded = saved.known() if saved is not None else {}
+    if recorded.get("target") in ("avcot", "transcript"):  # a CAVSR training target is the eval prompt
+        recorded["prompt"] = recorded["target"]
+    values, sources = merge_media({k: getattr(args, k) for k in defaults}, recorded, defaults)
+    where = ", ".join(f"{k}={values[k]} ({sources[k]})" for k in defaults)
+    if args.ckpt and saved is None:
+        where += f"; no training_settings.json in or beside {args.ckpt}"
+    return values, where
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -74,24 +105,22 @@ def main(argv: list[str] | None = None) -> int:
         loaded = convert(args.benchmark, args.src, args.out, root=args.root)
         print(f"{args.out}: {len(loaded.records)} rows, {len(loaded.rejects)} rejected")
         return 0
+    media, where = media_settings(args, CAVSR_DEFAULTS if args.command == "cavsr" else MCQ_DEFAULTS)
+    log.info("media settings: %s", where)
     if args.command == "cavsr":
         from avcot.eval.cavsr import CavsrEvalSettings, parse_ablations, run_cavsr
 
         result = run_cavsr(CavsrEvalSettings(
             data=args.data, out=args.out, model=_spec(args), ablations=parse_ablations(args.ablations),
-            prompt=args.prompt, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            num_frames=args.num_frames, frame_size=args.frame_size, max_seconds=args.max_seconds,
-            use_audio_in_video=args.use_audio_in_video, t2s=args.t2s, scoring=args.scoring, seed=args.seed,
-            worst_k=args.worst_k,
-            progress=not args.no_progress))
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, t2s=args.t2s, scoring=args.scoring,
+            seed=args.seed, worst_k=args.worst_k, progress=not args.no_progress, settings_from=where, **media))
     else:
         from avcot.eval.mcq import McqEvalSettings, parse_modalities, run_mcq
 
         result = run_mcq(McqEvalSettings(
             data=args.data, out=args.out, model=_spec(args), modalities=parse_modalities(args.modalities),
-            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_frames=args.num_frames,
-            frame_size=args.frame_size, max_seconds=args.max_seconds, use_audio_in_video=args.use_audio_in_video,
-            progress=not args.no_progress))
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
+            settings_from=where, **media))
     print(f"report: {result.files.report}")
     return 0
 

@@ -85,6 +85,8 @@ class CavsrEvalSettings:
     """Seed of the random-video partner choice."""
     worst_k: int = 10
     progress: bool = True
+    settings_from: str = ""
+    """Where the media settings came from (flag / training_settings.json / default), for the report."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ def run_info(settings: CavsrEvalSettings) -> dict:
             "data": settings.data, "ckpt": settings.model.ckpt or "none", "base": settings.model.base,
             "prompt": settings.prompt, "conditions": ",".join(conditions(settings)), "scoring": settings.scoring,
             "t2s": settings.t2s, "num_frames": settings.num_frames, "frame_size": settings.frame_size,
-            "max_seconds": settings.max_seconds}
+            "max_seconds": settings.max_seconds, "use_audio_in_video": settings.use_audio_in_video,
+            **({"settings_from": settings.settings_from} if settings.settings_from else {})}
 
 
 def run_cavsr(settings: CavsrEvalSettings) -> CavsrEvalResult:

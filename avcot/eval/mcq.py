@@ -61,6 +61,8 @@ class McqEvalSettings:
     max_seconds: float = 30.0
     use_audio_in_video: bool = False
     progress: bool = True
+    settings_from: str = ""
+    """Where the media settings came from (flag / training_settings.json / default), for the report."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ def run_mcq(settings: McqEvalSettings) -> McqEvalResult:
     run = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.node(),
            "data": settings.data, "ckpt": settings.model.ckpt or "none", "base": settings.model.base,
            "modalities": ",".join(settings.modalities), "num_frames": settings.num_frames,
-           "max_seconds": settings.max_seconds}
+           "frame_size": settings.frame_size, "max_seconds": settings.max_seconds,
+           "use_audio_in_video": settings.use_audio_in_video,
+           **({"settings_from": settings.settings_from} if settings.settings_from else {})}
     files = write_mcq_report(out, preds, summary, run, counts=counts, truncated=truncated)
     return McqEvalResult(tuple(preds), files, counts, tuple(rejects), truncated)
