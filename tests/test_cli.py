@@ -79,3 +79,24 @@ def test_nested_lora_settings_on_the_command_line_and_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--model.help", "lit_modules.sft.SFTModule"])
     assert "LoRA rank." in capsys.readouterr().out  # the field's own docstring (avcot.model.LoraSettings)
+
+
+@pytest.mark.parametrize("cls_path", ["lit_modules.sft.SFTModule", "lit_modules.grpo.GRPOModule"])
+def test_lora_settings_travel_in_hparams_as_plain_data(cls_path, tmp_path):
+    """Both modules keep `lora` as a plain dict in their hparams (a checkpoint loads with weights_only) and rebuild
+    the same settings from it, as `load_from_checkpoint` does."""
+    import importlib
+
+    import torch
+
+    from avcot.model import LoraSettings
+
+    module_name, _, name = cls_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    settings = LoraSettings(r=4, alpha=8, dropout=0.0, target="all-linear")
+    module = cls(lora=settings)
+    assert module.lora == settings
+    torch.save({"hyper_parameters": dict(module.hparams)}, tmp_path / "hp.pt")
+    hparams = torch.load(tmp_path / "hp.pt", weights_only=True)["hyper_parameters"]
+    assert hparams["lora"] == {"r": 4, "alpha": 8, "dropout": 0.0, "target": "all-linear", "train_lm_head": False}
+    assert cls(**hparams).lora == settings
