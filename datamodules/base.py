@@ -1,5 +1,5 @@
 """What the CAVSR and MCQ DataModules share: the processor, the rejects log and row counts, the train/val
-split, the up-front decode check, loaders (`RowLoader`: resumable mid-epoch, rejects counted across workers)."""
+split, the up-front decode check, loaders (`RowLoader`: exact resume, rejects counted across workers)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
