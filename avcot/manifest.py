@@ -209,10 +209,14 @@ class CavsrFields:
     trace: str | None = None
 
 
-def cavsr_fields(record: Mapping[str, Any]) -> CavsrFields:
-    """Check a CAVSR row: id, text (a non-empty string), a video and/or an audio path, optional strings."""
+def cavsr_fields(record: Mapping[str, Any], *, text_required: bool = True) -> CavsrFields:
+    """Check a CAVSR row: id, text (a non-empty string), a video and/or an audio path, optional strings.
+
+    `text_required=False` (the data pipeline, which starts from raw clips) lets the reference be absent or
+    blank (text ""); a text that is present must still be a string.
+    """
     fields = CavsrFields(
-        id=row_id(record), text=str_field(record, "text"), video=path_field(record, "video"),
+        id=row_id(record), text=str_field(record, "text", required=text_required), video=path_field(record, "video"),
         audio=path_field(record, "audio"), pinyin=str_field(record, "pinyin", required=False),
         cue=str_field(record, "cue", required=False), target=str_field(record, "target", required=False),
         competitor=str_field(record, "competitor", required=False), trace=optional_text(record, "trace"))

@@ -1,4 +1,5 @@
-"""Command line: `python -m avcot.pipeline {cavsr,avrt} --input FILE --out DIR [--config YAML]`."""
+"""Command line: `python -m avcot.pipeline {cavsr,avrt} --input FILE --out DIR [--config YAML]`,
+and `python -m avcot.pipeline ingest --videos DIR --out manifest.jsonl` (a media folder -> CAVSR input)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,36 @@ import sys
 from pathlib import Path
 
 from avcot.pipeline.config import load_config
+
+
+def parse_ingest_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m avcot.pipeline ingest", description=__doc__)
+    ap.add_argument("--videos", type=Path, required=True, help="folder of videos/audio (searched recursively)")
+    ap.add_argument("--out", type=Path, required=True, help="manifest to write (.jsonl); rejects beside it")
+    ap.add_argument("--max-seconds", type=float, default=30.0, help="longer files are cut into segments")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="pipeline YAML whose asr_a (kind openai_asr) gives segment timestamps for cutting")
+    return ap.parse_args(argv)
+
+
+def ingest_main(argv: list[str]) -> int:
+    """Build a manifest from a media folder; prints rows, rejects and warnings. 0, or 1 if nothing was usable."""
+    from avcot.pipeline.config import RoleFactory
+    from avcot.pipeline.ingest import ingest
+
+    args = parse_ingest_args(argv)
+    asr = None
+    if args.config is not None:
+        config = load_config(args.config)
+        if config.role("asr_a").kind == "openai_asr":
+            asr = RoleFactory(config).get("asr_a")
+    report = ingest(args.videos, args.out, max_seconds=args.max_seconds, asr=asr)
+    print(f"[ingest] files={report.files} rows={report.rows} rejected={len(report.rejects)} -> {args.out}")
+    for r in report.rejects:
+        print(f"  rejected {r['file']}: {r['reason']}", file=sys.stderr)
+    for w in report.warnings:
+        print(f"  warning: {w}", file=sys.stderr)
+    return 0 if report.rows else 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     other errors exit non-zero with a message. Rows that failed transiently are never stored, so
     rerunning the same command retries exactly them.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ingest"]:
+        return ingest_main(argv[1:])
     args = parse_args(argv)
     config = load_config(args.config)
     overrides = {k: v for k, v in (("executor", args.executor), ("shard_size", args.shard_size),

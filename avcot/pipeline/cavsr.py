@@ -1,10 +1,15 @@
 """CAVSR data pipeline: dual ASR -> CER filter -> ambiguity judge -> OCR -> caption -> AV-CoT -> export.
 
+Rows may come without a reference transcript (raw clips, as in the paper): the two ASR hypotheses
+feed the judge, the pinyin and the ambiguous spans, and the trace writer's transcription becomes the
+target. Rows with a reference (a labelled corpus, the synthetic clips) are checked against it.
+
 Each stage is a pure function ``(row, backend, settings) -> Kept | Dropped``; media errors and
 backend failures raise and end up in the rejects table, except transient ones (server down,
 timeouts, 429/5xx), which leave the row pending for the next run (``failed.jsonl``).
 Departures from the paper: OCR reads only ``ocr_frames`` uniformly sampled frames per clip (CPU
-cost), and the subtitle/background split is ``filters.classify_ocr``'s heuristic rather than a model.
+cost); with ``ocr: rapidocr`` the subtitle/background split is ``filters.classify_ocr``'s heuristic
+(``ocr: chat`` asks a VLM for it, as the paper does).
 
 Export (``<out>/sft.jsonl`` and ``sft.parquet``): the ``Clip`` fields id, video, audio, text,
 pinyin, cue, trace, media paths relative to ``<out>``; ``annotations.parquet`` keeps the
@@ -24,7 +29,7 @@ from avcot.phonetics import ambiguous_spans, homophones, pinyin
 from avcot.pipeline.backends import AsrHint
 from avcot.pipeline.config import CavsrSettings, PipelineConfig, RoleFactory
 from avcot.pipeline.report import Counts, count, relpath, stage_rejects, write_manifest, write_reports
-from avcot.pipeline.roles import AnnotationRequest, HomophoneCandidates, OcrText
+from avcot.pipeline.roles import AnnotationRequest, HomophoneCandidates, OcrText, VisualTextReader
 from avcot.pipeline.rows import CavsrRow, load_rows
 from avcot.pipeline.runner import Dropped, Kept, Stage, run_stages
 from avcot.text import cer, normalize_zh
@@ -72,14 +77,23 @@ def judge_stage(row: CavsrRow, judge, s: CavsrSettings) -> Kept | Dropped:
 
 
 def ocr_stage(row: CavsrRow, ocr, s: CavsrSettings) -> Kept:
-    """OCR a few uniform frames and split the boxes into subtitles vs background text."""
+    """Read the on-screen text of a few uniform frames, split into subtitles vs background text.
+
+    A VLM (``VisualTextReader``) sorts the text itself; rapidocr boxes go through ``classify_ocr``,
+    whose speech match uses the reference, or the first ASR hypothesis for a raw clip.
+    """
     if row.video is None:
         return Kept(row)
     from avcot.media import load_frames
 
     frames = load_frames(row.video, num_frames=s.ocr_frames, size=s.ocr_size)
+    if isinstance(ocr, VisualTextReader):
+        found = ocr.split(frames)
+        texts = tuple(OcrText(t, label, (0.0, 0.0, 0.0, 0.0)) for label, group in
+                      (("subtitle", found.subtitles), ("background", found.background)) for t in group)
+        return Kept(dataclasses.replace(row, ocr=texts))
     height, width = frames.shape[1:3]
-    labelled = classify_ocr(ocr.read(frames), (width, height), row.text)
+    labelled = classify_ocr(ocr.read(frames), (width, height), row.text or row.asr_a)
     texts = tuple(OcrText(b.text, label, tuple(b.box), b.frame, round(b.score, 4)) for b, label in labelled)
     return Kept(dataclasses.replace(row, ocr=texts))
 
@@ -121,10 +135,11 @@ def candidates(row: CavsrRow, limit: int) -> tuple[HomophoneCandidates, ...]:
 
 def annotation_request(row: CavsrRow, s: CavsrSettings) -> AnnotationRequest:
     """What the trace writer sees for one row."""
-    return AnnotationRequest(row_id=row.id, reference=row.text, pinyin=row.pinyin or pinyin(row.text),
+    return AnnotationRequest(row_id=row.id, reference=row.text,
+                             pinyin=row.pinyin or pinyin(row.text or row.asr_a),
                              caption=row.caption, ocr=row.ocr,
                              candidates=candidates(row, s.max_candidates),
-                             asr_a=row.asr_a, asr_b=row.asr_b)
+                             asr_a=row.asr_a, asr_b=row.asr_b, audio=row.audio or row.video, video=row.video)
 
 
 def annotate_stage(row: CavsrRow, writer, s: CavsrSettings) -> Kept:
@@ -133,10 +148,18 @@ def annotate_stage(row: CavsrRow, writer, s: CavsrSettings) -> Kept:
 
 
 def validate_stage(row: CavsrRow, _backend, s: CavsrSettings) -> Kept | Dropped:
-    """The trace must parse; its transcription must match the reference (else drop or record)."""
+    """The trace must parse; its transcription must match the reference (else drop or record).
+
+    A raw clip (no reference) has nothing to match: the trace's transcription is the target, so it
+    only has to be non-empty.
+    """
     parsed = parse_avcot(row.trace)
     if parsed is None:
         raise ValueError(f"trace does not parse as AV-CoT (no Transcription section): {row.trace[:120]!r}")
+    if not row.text:
+        if not normalize_zh(parsed.transcription):
+            raise ValueError(f"raw clip: the trace's Transcription section is empty: {row.trace[-120:]!r}")
+        return Kept(dataclasses.replace(row, trace_transcription=parsed.transcription))
     match = normalize_zh(parsed.transcription) == normalize_zh(row.text)
     if not match and s.on_mismatch == "filter":
         return Dropped(f"trace transcription {parsed.transcription!r} != reference {row.text!r}")
@@ -158,15 +181,23 @@ def cavsr_stages(s: CavsrSettings) -> list[Stage]:
 
 
 def export_cavsr(rows: Sequence[CavsrRow], out: Path) -> None:
-    """sft.{jsonl,parquet} with the Clip fields, plus annotations.parquet."""
-    clips = [{"id": r.id, "video": relpath(r.video, out), "audio": relpath(r.audio, out), "text": r.text,
-              "pinyin": r.pinyin or pinyin(r.text), "cue": r.cue, "trace": r.trace} for r in rows]
+    """sft.{jsonl,parquet} with the Clip fields, plus annotations.parquet.
+
+    A raw clip's `text` is its trace's transcription (the paper's training target); `annotations`
+    says which rows had a reference (`reference` true) and which got their text from the trace.
+    """
+    def text(r: CavsrRow) -> str:
+        return r.text or r.trace_transcription
+
+    clips = [{"id": r.id, "video": relpath(r.video, out), "audio": relpath(r.audio, out), "text": text(r),
+              "pinyin": r.pinyin or pinyin(text(r)), "cue": r.cue, "trace": r.trace} for r in rows]
     write_manifest(clips, out, CLIP_SCHEMA)
     notes = [{"id": r.id, "asr_a": r.asr_a, "asr_b": r.asr_b, "asr_cer": r.asr_cer, "judge": r.judge_reason,
               "ocr": json.dumps([dataclasses.asdict(o) for o in r.ocr], ensure_ascii=False),
-              "caption": r.caption, "trace_match": r.trace_match} for r in rows]
+              "caption": r.caption, "trace_match": r.trace_match, "reference": bool(r.text)} for r in rows]
     schema = {"id": pl.String, "asr_a": pl.String, "asr_b": pl.String, "asr_cer": pl.Float64,
-              "judge": pl.String, "ocr": pl.String, "caption": pl.String, "trace_match": pl.Boolean}
+              "judge": pl.String, "ocr": pl.String, "caption": pl.String, "trace_match": pl.Boolean,
+              "reference": pl.Boolean}
     write_manifest(notes, out, schema, stem="annotations")
 
 

@@ -18,8 +18,8 @@ from avcot.pipeline.roles import AnnotationRequest, TeacherReply
 from avcot.prompts import (
     DATA_NOTICE, annotation_prompt, audio_teacher_prompt, merger_prompt, quote_data, visual_teacher_prompt,
 )
-from avcot.records import McqItem
-from avcot.traces import render_think_answer, split_think_answer
+from avcot.records import LETTERS, McqItem
+from avcot.traces import parse_answer, render_think_answer, split_think_answer
 
 ASR_INSTRUCTION = "Transcribe the Mandarin speech in this audio. Output only the Chinese transcript."
 CAPTION_INSTRUCTION = ("Describe the scene shown in these video frames in one or two sentences: place, "
@@ -148,8 +148,12 @@ class ChatCaptioner:
         return _reply_text(self.chat.chat([msg]), "caption").strip()
 
 
-def annotation_messages(request: AnnotationRequest) -> list[Message]:
-    """The single user message that asks a strong model for the AV-CoT trace."""
+def annotation_messages(request: AnnotationRequest, media: tuple = ()) -> list[Message]:
+    """The single user message that asks a strong model for the AV-CoT trace.
+
+    `media` (audio and/or image parts) goes before the text, as in every other role; the OCR split,
+    caption, pinyin and ASR hypotheses travel as quoted text.
+    """
     prompt = annotation_prompt(
         transcript=request.reference,
         subtitles=request.texts("subtitle"),
@@ -157,24 +161,80 @@ def annotation_messages(request: AnnotationRequest) -> list[Message]:
         caption=request.caption,
         pinyin=request.pinyin,
         candidates=[(c.options[0] if c.options else c.pinyin, c.options) for c in request.candidates],
+        asr_hypotheses=(request.asr_a, request.asr_b),
+        hears_audio=any(isinstance(p, AudioPart) for p in media),
     )
-    return [text_message("user", prompt)]
+    if not media:
+        return [text_message("user", prompt)]
+    return [Message("user", (*media, TextPart(prompt)))]
 
 
 class ChatTraceWriter:
-    """TraceWriter through a strong text chat model (``prompts.annotation_prompt``)."""
+    """TraceWriter through a strong chat model that hears the clip (``prompts.annotation_prompt``).
 
-    def __init__(self, chat: ChatBackend) -> None:
+    As in the paper, the writer gets the raw audio plus the *visual annotations* (OCR split, caption)
+    as text, not the frames ("to avoid single-modality dominance"); `frames` > 0 also sends that many
+    uniform frames. `send_audio: false` gives a text-only writer (a model without audio input).
+    """
+
+    def __init__(self, chat: ChatBackend, send_audio: bool = True, frames: int = 0,
+                 frame_size: tuple[int, int] | list[int] = (224, 224), max_audio_seconds: float = 30.0) -> None:
         self.chat = chat
-        self.identity = f"chat_trace:v1({chat.identity})"
+        self.send_audio, self.frames = send_audio, int(frames)
+        self.frame_size, self.max_audio_seconds = tuple(frame_size), max_audio_seconds
+        self.identity = (f"chat_trace:v2(audio={send_audio},frames={self.frames}x{self.frame_size},"
+                         f"max_s={max_audio_seconds},{chat.identity})")
+
+    def media(self, request: AnnotationRequest) -> tuple:
+        """The audio part (and frames, when asked for) of the request's clip."""
+        from avcot.media import load_audio, load_frames, probe
+
+        parts: list = []
+        if self.frames and request.video:
+            parts.extend(frame_parts(load_frames(request.video, num_frames=self.frames, size=self.frame_size)))
+        path = request.audio
+        if self.send_audio and path and (path != request.video or probe(path).has_audio):
+            parts.append(AudioPart(wav_bytes(load_audio(path, sr=16000, max_seconds=self.max_audio_seconds), 16000)))
+        return tuple(parts)
 
     def write(self, request: AnnotationRequest) -> str:
-        return _reply_text(self.chat.chat(annotation_messages(request)), "trace writer").strip()
+        messages = annotation_messages(request, self.media(request))
+        return _reply_text(self.chat.chat(messages), "trace writer").strip()
+
+
+def _answer_line(line: str) -> str | None:
+    """The letter of an 'Answer: X' line (markdown allowed), else None. Linear: one left-to-right scan."""
+    body = line.strip().lstrip("*#>_` -").lower()
+    if not body.startswith("answer"):
+        return None
+    rest = body[len("answer"):].lstrip("*_` ")
+    if not rest.startswith((":", "：")):
+        return None
+    head = rest[1:].strip(" *_`()[].").upper()
+    return head[0] if head and head[0] in LETTERS and (len(head) == 1 or not head[1].isalpha()) else None
+
+
+def parse_teacher_reply(reply: object) -> TeacherReply:
+    """(description + reasoning, letter) of a teacher reply in ``prompts.TEACHER_FORMAT``. Never raises.
+
+    The letter comes from the last 'Answer: X' line, else from an <answer> tag; None when neither
+    gives one (the select stage then counts the teacher as wrong). Think/answer tags are removed
+    from the reasoning, which keeps the description and reasoning sections.
+    """
+    if not isinstance(reply, str):
+        return TeacherReply("", None)
+    lines = reply.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        letter = _answer_line(lines[i])
+        if letter is not None:
+            reasoning, _ = split_think_answer("\n".join(lines[:i] + lines[i + 1:]))
+            return TeacherReply(reasoning, letter)
+    reasoning, _ = split_think_answer(reply)
+    return TeacherReply(reasoning, parse_answer(reply))
 
 
 def _teacher_reply(reply: str) -> TeacherReply:
-    reasoning, letter = split_think_answer(_reply_text(reply, "teacher"))
-    return TeacherReply(reasoning, letter)
+    return parse_teacher_reply(_reply_text(reply, "teacher"))
 
 
 class ChatVisualTeacher:
@@ -182,7 +242,7 @@ class ChatVisualTeacher:
 
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_visual_teacher:v1({chat.identity})"
+        self.identity = f"chat_visual_teacher:v2({chat.identity})"
 
     def answer(self, item: McqItem, frames: np.ndarray) -> TeacherReply:
         prompt = visual_teacher_prompt(item.question, item.options)
@@ -194,7 +254,7 @@ class ChatAudioTeacher:
 
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_audio_teacher:v1({chat.identity})"
+        self.identity = f"chat_audio_teacher:v2({chat.identity})"
 
     def answer(self, item: McqItem, audio: np.ndarray, sr: int) -> TeacherReply:
         prompt = audio_teacher_prompt(item.question, item.options)
@@ -203,17 +263,20 @@ class ChatAudioTeacher:
 
 
 class ChatMerger:
-    """Text-only merger; the reply is re-rendered so the stored trace has the exact target format."""
+    """Text-only merger given both traces and the correct answer (as in the paper); the reply is
+    re-rendered so the stored trace has the exact target format."""
 
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_merger:v1({chat.identity})"
+        self.identity = f"chat_merger:v2({chat.identity})"
 
     def merge(self, item: McqItem, visual: TeacherReply, audio: TeacherReply) -> str:
         prompt = merger_prompt(item.question, item.options, visual.reasoning, visual.answer or "(none)",
-                               audio.reasoning, audio.answer or "(none)")
+                               audio.reasoning, audio.answer or "(none)", correct_answer=item.answer)
         reply = _reply_text(self.chat.chat([text_message("user", prompt)]), "merger")
         think, letter = split_think_answer(reply)
         if letter is None or not think:
             raise ValueError(f"merger reply has no <think> reasoning or no <answer> letter: {_excerpt(reply)}")
+        if letter != item.answer:
+            raise ValueError(f"merger answered {letter}, not the correct answer {item.answer}: {_excerpt(reply)}")
         return render_think_answer(think, letter)

@@ -25,11 +25,11 @@ from avcot.pipeline.backends import BackendError
 from avcot.pipeline.store import canonical_json
 
 ROLE_KINDS: dict[str, tuple[str, ...]] = {
-    "asr_a": ("rule_asr", "faster_whisper", "chat"),
-    "asr_b": ("rule_asr", "faster_whisper", "chat"),
-    "teacher_asr": ("rule_asr", "faster_whisper", "chat"),
+    "asr_a": ("rule_asr", "openai_asr", "faster_whisper", "chat"),
+    "asr_b": ("rule_asr", "openai_asr", "faster_whisper", "chat"),
+    "teacher_asr": ("rule_asr", "openai_asr", "faster_whisper", "chat"),
     "judge": ("rule", "chat"),
-    "ocr": ("rapidocr",),
+    "ocr": ("rapidocr", "chat"),
     "caption": ("rule", "chat"),
     "annotator": ("rule", "chat"),
     "visual_teacher": ("ocr", "chat"),
@@ -53,9 +53,10 @@ class RoleSpec:
 
 @dataclass(frozen=True)
 class ChatSpec:
-    """A chat model: kind 'openai' (EndpointConfig fields) or 'transformers' (model_path, ...)."""
+    """A chat model: kind 'openai' (EndpointConfig fields), 'transformers' (model_path, ...) or 'omni'
+    (a Qwen2.5-Omni thinker in-process: model_path, a checkpoint directory or 'tiny')."""
 
-    kind: Literal["openai", "transformers"]
+    kind: Literal["openai", "transformers", "omni"]
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
@@ -113,7 +114,12 @@ class PipelineConfig:
     def role_identity(self, name: str) -> str:
         """Stable identity of a role's backend spec (goes into the resume hash; no secrets)."""
         spec = self.role(name)
-        ident = {"kind": spec.kind, "options": dict(spec.options)}
+        options = dict(spec.options)
+        if spec.kind == "openai_asr":  # an endpoint's speed settings never change a transcript
+            from avcot.pipeline.openai_compat import answer_options
+
+            options = answer_options(options)
+        ident = {"kind": spec.kind, "options": options}
         if spec.chat is not None:
             chat = self.chats[spec.chat]
             ident["chat"] = {"kind": chat.kind, "options": chat_answer_options(chat)}
@@ -171,8 +177,8 @@ def config_from_dict(raw: Mapping[str, Any], where: str = "config") -> PipelineC
     for name, spec in dict(raw.pop("chats", None) or {}).items():
         spec = dict(spec or {})
         kind = spec.pop("kind", None)
-        if kind not in ("openai", "transformers"):
-            raise ValueError(f"{where}.chats.{name}: kind must be 'openai' or 'transformers', got {kind!r}")
+        if kind not in ("openai", "transformers", "omni"):
+            raise ValueError(f"{where}.chats.{name}: kind must be 'openai', 'transformers' or 'omni', got {kind!r}")
         if "api_key" in spec:
             raise ValueError(f"{where}.chats.{name}: put the key in an env var and name it in api_key_env")
         chats[name] = ChatSpec(kind, spec)
@@ -223,18 +229,19 @@ class RoleFactory:
             return self._built[key]
 
     def _build_role(self, role: str) -> Any:
-        from avcot.pipeline import chat_roles, local, rules
+        from avcot.pipeline import chat_roles, local, rules, transcribe_api, vlm_ocr
 
         spec, opts = self.config.role(role), dict(self.config.role(role).options)
         try:
             if spec.kind == "chat":
                 cls = {"asr_a": chat_roles.ChatAsr, "asr_b": chat_roles.ChatAsr, "teacher_asr": chat_roles.ChatAsr,
-                       "judge": chat_roles.ChatJudge, "caption": chat_roles.ChatCaptioner,
+                       "judge": chat_roles.ChatJudge, "caption": chat_roles.ChatCaptioner, "ocr": vlm_ocr.ChatOcr,
                        "annotator": chat_roles.ChatTraceWriter, "visual_teacher": chat_roles.ChatVisualTeacher,
                        "audio_teacher": chat_roles.ChatAudioTeacher, "merger": chat_roles.ChatMerger}[role]
                 return cls(self.chat(spec.chat), **opts)
             builders = {
                 "rule_asr": lambda: rules.RuleAsr(**opts),
+                "openai_asr": lambda: transcribe_api.OpenAITranscriber(**opts),
                 "faster_whisper": lambda: local.FasterWhisperAsr(**opts),
                 "rapidocr": lambda: local.RapidOcr(**opts),
                 "rule": lambda: {"judge": rules.RuleJudge, "caption": rules.RuleCaptioner,
@@ -258,4 +265,11 @@ def build_chat(spec: ChatSpec) -> Any:
         except TypeError as exc:
             raise BackendError(f"openai chat: bad options {sorted(spec.options)}: {exc}") from exc
         return openai_compat.OpenAIChat(cfg)
+    if spec.kind == "omni":
+        from avcot.pipeline.omni import OmniChat
+
+        try:
+            return OmniChat(**dict(spec.options))
+        except TypeError as exc:
+            raise BackendError(f"omni chat: bad options {sorted(spec.options)}: {exc}") from exc
     return local.TransformersChat(**dict(spec.options))

@@ -241,8 +241,9 @@ class OpenAIChat:
             self._aslots[loop] = asyncio.Semaphore(max(1, self.cfg.max_concurrency))
         return self._aslots[loop]
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self, json_body: bool = True) -> dict[str, str]:
+        # multipart uploads set their own Content-Type (with the boundary)
+        headers = {"Content-Type": "application/json"} if json_body else {}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         return headers
@@ -256,29 +257,30 @@ class OpenAIChat:
         header = failure.response.headers.get("retry-after") if failure.response is not None else None
         return backoff_delay(attempt, self.cfg, self._rng.random(), retry_after_seconds(header))
 
-    def _reply(self, resp: httpx.Response, attempts: int) -> str | FailedAttempt:
+    def _reply(self, resp: httpx.Response, attempts: int, url: str,
+               parse: Callable[[Any], str]) -> str | FailedAttempt:
         """The reply text, or why a retry may help; a permanent failure raises BackendError."""
         if resp.status_code == 200:
             try:
-                return reply_text(resp.json())
+                return parse(resp.json())
             except ValueError as exc:
-                raise BackendError(self._scrub(f"{self._url}: response is not JSON: {exc}")) from None
+                raise BackendError(self._scrub(f"{url}: response is not JSON: {exc}")) from None
         detail = f"HTTP {resp.status_code}: {resp.text[:300]}"
         if is_transient_status(resp.status_code):
             return FailedAttempt(f"HTTP {resp.status_code}", detail, resp)
-        raise BackendError(self._scrub(f"{self._url}: {detail} (after {attempts} attempt(s))"))
+        raise BackendError(self._scrub(f"{url}: {detail} (after {attempts} attempt(s))"))
 
-    def _gave_up(self, failure: FailedAttempt) -> TransientError:
+    def _gave_up(self, failure: FailedAttempt, url: str) -> TransientError:
         attempts = self.cfg.max_retries + 1
-        return TransientError(self._scrub(f"{self._url}: {failure.detail} (after {attempts} attempt(s))"),
-                              kind=failure.kind, endpoint=self._scrub(self._url))
+        return TransientError(self._scrub(f"{url}: {failure.detail} (after {attempts} attempt(s))"),
+                              kind=failure.kind, endpoint=self._scrub(url))
 
-    def chat(self, messages: Sequence[Message]) -> str:
-        """Send one request, retrying transient failures; returns the reply text.
+    def call(self, url: str, send: Callable[[], httpx.Response], parse: Callable[[Any], str]) -> str:
+        """One request (``send`` posts it) with the client's retries, rate limit and concurrency cap.
 
-        Raises TransientError when every attempt failed transiently, BackendError otherwise.
+        ``parse`` turns a 200's JSON into the reply text (a ValueError from it is a permanent
+        BackendError). Raises TransientError when every attempt failed transiently.
         """
-        body = request_body(self.cfg, messages)
         failure = FailedAttempt("no attempt", "no attempt")
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
@@ -286,15 +288,24 @@ class OpenAIChat:
             self._limiter.acquire()
             try:
                 with self._slots:
-                    resp = self._client.post(self._url, json=body, headers=self._headers())
+                    resp = send()
             except httpx.TransportError as exc:  # timeouts included
                 failure = failed_attempt(exc)
                 continue
-            result = self._reply(resp, attempt + 1)
+            result = self._reply(resp, attempt + 1, url, parse)
             if isinstance(result, str):
                 return result
             failure = result
-        raise self._gave_up(failure)
+        raise self._gave_up(failure, url)
+
+    def chat(self, messages: Sequence[Message]) -> str:
+        """Send one request, retrying transient failures; returns the reply text.
+
+        Raises TransientError when every attempt failed transiently, BackendError otherwise.
+        """
+        body = request_body(self.cfg, messages)
+        return self.call(self._url, lambda: self._client.post(self._url, json=body, headers=self._headers()),
+                         reply_text)
 
     async def achat(self, messages: Sequence[Message], client: httpx.AsyncClient | None = None) -> str:
         """Async ``chat``: same retries, jitter, rate limit, error types and scrubbing, on an AsyncClient."""
@@ -313,11 +324,11 @@ class OpenAIChat:
                 except httpx.TransportError as exc:
                     failure = failed_attempt(exc)
                     continue
-                result = self._reply(resp, attempt + 1)
+                result = self._reply(resp, attempt + 1, self._url, reply_text)
                 if isinstance(result, str):
                     return result
                 failure = result
-            raise self._gave_up(failure)
+            raise self._gave_up(failure, self._url)
         finally:
             if own:
                 await client.aclose()

@@ -28,6 +28,16 @@ class OcrText:
 
 
 @dataclass(frozen=True)
+class OcrSplit:
+    """On-screen text already sorted by a vision-language model (no boxes: the model reads whole frames)."""
+
+    subtitles: tuple[str, ...]
+    """Text that shows what is being said."""
+    background: tuple[str, ...]
+    """Watermarks, logos, signs, text on objects."""
+
+
+@dataclass(frozen=True)
 class HomophoneCandidates:
     """One ambiguous stretch: what was heard and the words that read that way."""
 
@@ -39,7 +49,10 @@ class HomophoneCandidates:
 
 @dataclass(frozen=True)
 class AnnotationRequest:
-    """Everything the AV-CoT trace writer sees for one clip (all of it is untrusted data)."""
+    """Everything the AV-CoT trace writer sees for one clip (all of it is untrusted data).
+
+    `reference` is "" for a raw clip: the writer's transcription then becomes the training target.
+    """
 
     row_id: str
     reference: str
@@ -49,6 +62,10 @@ class AnnotationRequest:
     candidates: tuple[HomophoneCandidates, ...]
     asr_a: str = ""
     asr_b: str = ""
+    audio: str | None = None
+    """Media file whose audio track the writer may hear (the clip's audio, else its video)."""
+    video: str | None = None
+    """Video file the writer may sample frames from (only when its settings ask for frames)."""
 
     def texts(self, label: str) -> tuple[str, ...]:
         """Distinct OCR texts with the given label, in first-seen order."""
@@ -74,6 +91,15 @@ class AmbiguityJudge(Protocol):
     identity: str
 
     def judge(self, asr_a: str, asr_b: str) -> Judgement: ...
+
+
+@runtime_checkable
+class VisualTextReader(Protocol):
+    """Reads and sorts on-screen text in one step (a VLM); the rapidocr path is ``backends.OcrBackend``."""
+
+    identity: str
+
+    def split(self, frames: np.ndarray) -> OcrSplit: ...
 
 
 @runtime_checkable

@@ -45,6 +45,7 @@ class CavsrRow:
     video: str | None
     audio: str | None
     text: str
+    """Reference transcript; "" for a raw clip (the trace's transcription becomes the target)."""
     pinyin: str = ""
     cue: str = ""
     target: str = ""
@@ -126,7 +127,7 @@ def _media(paths: Mapping[str, str | None], base: Path) -> tuple[dict[str, str |
 
 def cavsr_row(rec: Mapping[str, Any], order: int, source: Path) -> CavsrRow:
     """Validate one CAVSR input record (`avcot.manifest.cavsr_fields`, the schema training applies too)."""
-    f = cavsr_fields(rec)
+    f = cavsr_fields(rec, text_required=False)  # raw clips: the pipeline writes the transcript
     media, sig = _media({"video": f.video, "audio": f.audio}, source.parent)
     return CavsrRow(id=f.id, order=order, source=str(source), video=media["video"], audio=media["audio"],
                     text=f.text, pinyin=f.pinyin, cue=f.cue, target=f.target, competitor=f.competitor,

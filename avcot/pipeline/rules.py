@@ -11,6 +11,7 @@ the output is deterministic. Real audio goes through ``local.FasterWhisperAsr`` 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from avcot.filters import Judgement, ambiguity_rule
 from avcot.phonetics import homophones
 from avcot.pipeline.backends import AsrHint, BackendError
-from avcot.pipeline.roles import AnnotationRequest, HomophoneCandidates, TeacherReply
+from avcot.pipeline.roles import AnnotationRequest, HomophoneCandidates, TeacherReply, VisualTextReader
 from avcot.records import LETTERS, McqItem, OcrBox
 from avcot.text import normalize_zh
 from avcot.traces import AVCoTTrace, render_avcot, render_think_answer
@@ -77,7 +78,10 @@ class RuleAsr:
     def transcribe(self, audio: np.ndarray, sr: int, *, hint: AsrHint | None = None) -> str:
         """Return the simulated transcript; needs a hint with the reference text."""
         if hint is None or not hint.reference:
-            raise BackendError("rule_asr simulates ASR from the reference text; this row has none")
+            raise BackendError(
+                "rule_asr simulates ASR from the reference text; this row has none. Give the role a manifest "
+                "that has it (teacher_asr.transcripts: <your manifest>, whose rows name this media file and its "
+                "text), or use a real recogniser (kind openai_asr, faster_whisper or chat)")
         if self.mode == "reference":
             return hint.reference
         return swap_homophone(hint.reference, hint.target, hint.competitor)
@@ -160,16 +164,33 @@ def _reasoning(request: AnnotationRequest) -> str:
     return f"{listing} No visual cue decides it, so the reading that fits the sentence, \"{word}\", is kept."
 
 
-class RuleTraceWriter:
-    """Builds the AV-CoT trace from the reference, OCR, caption, pinyin and homophone candidates."""
+def raw_transcription(request: AnnotationRequest) -> str:
+    """A raw clip's transcript without a model: the first ASR hypothesis, with each ambiguous word
+    replaced by the candidate the on-screen text or caption shows (when exactly one does)."""
+    text = request.asr_a or request.asr_b
+    for cand in request.candidates:
+        shown = [o for o in cand.options if _visual_evidence(o, request)]
+        if len(shown) != 1 or shown[0] in text:
+            continue
+        heard = next((o for o in cand.options if o and o in text), None)
+        if heard is not None:
+            text = text.replace(heard, shown[0], 1)
+    return text
 
-    identity = "rule_trace:v1"
+
+class RuleTraceWriter:
+    """Builds the AV-CoT trace from the reference (a raw clip: ``raw_transcription``), OCR, caption,
+    pinyin and homophone candidates."""
+
+    identity = "rule_trace:v2"
 
     def write(self, request: AnnotationRequest) -> str:
         subs, background = request.texts("subtitle"), request.texts("background")
         cues = [f"Scene: {request.caption}" if request.caption else "Scene: not described."]
         cues.append("Subtitles: " + ("; ".join(subs) if subs else "none"))
         cues.append("Background text: " + ("; ".join(background) if background else "none"))
+        if not request.reference:  # a raw clip: decide the words, then explain them like a labelled one
+            request = dataclasses.replace(request, reference=raw_transcription(request))
         reasoning = _reasoning(request)
         trace = AVCoTTrace(visual_cues="\n".join(cues), acoustic_pinyin=request.pinyin,
                            reasoning=reasoning, transcription=request.reference)
@@ -213,6 +234,9 @@ class OcrVisualTeacher:
         self.identity = f"ocr_teacher:v1({ocr.identity})"
 
     def answer(self, item: McqItem, frames: np.ndarray) -> TeacherReply:
+        if isinstance(self.ocr, VisualTextReader):  # ocr: chat (a VLM that sorts the text itself)
+            found = self.ocr.split(frames)
+            return _reply("on-screen text", " ".join(dict.fromkeys((*found.subtitles, *found.background))), item)
         boxes: list[OcrBox] = self.ocr.read(frames)
         seen = dict.fromkeys(b.text for b in boxes)
         return _reply("on-screen text", " ".join(seen), item)
