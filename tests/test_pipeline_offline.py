@@ -100,7 +100,9 @@ def test_cavsr_rejects_bad_rows_and_counts_add_up(cavsr_run):
     assert rejects["bad-truncated"]["stage"] == "caption" and "truncated" in rejects["bad-truncated"]["reason"]
     assert rejects["bad-noaudio"]["stage"] == "asr_a" and "audio" in rejects["bad-noaudio"]["reason"]
     assert rejects["bad-missing"]["stage"] == "load" and "not found" in rejects["bad-missing"]["reason"]
-    assert "'text'" in rejects["bad-notext"]["reason"]
+    # a raw clip is valid input now; the offline *simulated* ASR cannot hear it and says what to change
+    notext = rejects["bad-notext"]
+    assert notext["stage"] == "asr_a" and "transcripts: <your manifest>" in notext["reason"]
     assert any("not valid JSON" in r["reason"] for r in rejects.values())
     assert rejects[good[1]["id"]]["reason"].endswith(f"duplicate id {good[1]['id']!r}")
     assert (counts.rows_in, counts.kept, counts.filtered, counts.rejected) == (19, 12, 0, 7)
@@ -277,7 +279,8 @@ def test_config_files_load_and_bad_keys_are_named(tmp_path):
     offline = load_config(ROOT / "configs" / "pipeline_offline.yaml")
     assert offline.role("ocr").kind == "rapidocr" and offline.role("asr_b").options["mode"] == "swap"
     openai = load_config(ROOT / "configs" / "pipeline_openai.yaml")
-    assert openai.role("annotator").kind == "chat" and openai.chats["strong"].kind == "openai"
+    assert openai.role("annotator").kind == "chat" and openai.chats["omni"].kind == "openai"
+    assert openai.role("asr_a").kind == "openai_asr" and openai.role("ocr").kind == "chat"
     assert "api_key" not in openai.role_identity("annotator").replace("api_key_env", "")
     with pytest.raises(ValueError, match=r"config\.cavsr: unknown key\(s\) \['ocr_frame'\]"):
         config_from_dict({"cavsr": {"ocr_frame": 2}})
