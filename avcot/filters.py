@@ -61,12 +61,8 @@ def _has_word_token(text: str) -> bool:
 
 
 def _is_filler(text: str) -> bool:
-    """True when every token-run of `text` is a filler ('' counts as filler)."""
-    if not text:
-        return True
-    if text in FILLERS:
-        return True
-    return all(t in FILLERS for t in tokenize_zh(text))
+    """True when `text` is a filler word or all its tokens are ('' counts as filler: nothing was said)."""
+    return text in FILLERS or all(t in FILLERS for t in tokenize_zh(text))
 
 
 def _classify_segment(a: str, b: str) -> str:
@@ -100,12 +96,12 @@ def ambiguity_rule(asr_a: str, asr_b: str) -> Judgement:
     return Judgement(False, "length-only difference (insertions/deletions)")
 
 
-def _syllable_overlap(box_syl: Sequence[str], speech_syl: Sequence[str]) -> tuple[float, float]:
-    """(fraction of the box's syllables heard, fraction of the speech's syllables shown)."""
+def _matches_speech(box_syl: Sequence[str], speech_syl: Sequence[str]) -> bool:
+    """>= 60% of the box's syllables are heard and >= 50% of the speech's syllables are shown (as multisets)."""
     if not box_syl or not speech_syl:
-        return 0.0, 0.0
+        return False
     shared = sum((Counter(box_syl) & Counter(speech_syl)).values())
-    return shared / len(box_syl), shared / len(speech_syl)
+    return shared / len(box_syl) >= 0.6 and shared / len(speech_syl) >= 0.5
 
 
 def _persistent(box: OcrBox, boxes: Sequence[OcrBox], n_frames: int) -> bool:
@@ -120,8 +116,7 @@ def _box_score(box: OcrBox, boxes: Sequence[OcrBox], frame_size: tuple[int, int]
     """Subtitle score: band +1, matches speech +1, centred +0.5, persistent non-speech -1."""
     width, height = frame_size
     x0, y0, x1, y1 = box.box
-    heard, shown = _syllable_overlap(token_syllables(tokenize_zh(box.text), False), speech)
-    speech_match = heard >= 0.6 and shown >= 0.5
+    speech_match = _matches_speech(token_syllables(tokenize_zh(box.text), False), speech)
     score = 1.0 * ((y0 + y1) / 2 >= SUBTITLE_BAND * height)
     score += 1.0 * speech_match
     score += 0.5 * (abs((x0 + x1) / 2 - width / 2) <= 0.15 * width)

@@ -139,8 +139,8 @@ def split_syllable(syllable: str) -> tuple[str, str]:
 
 
 def _fuzzy(syllable: str) -> str:
-    """Collapse the usual near-homophone confusions (zh~z, n~l, an~ang ...)."""
-    ini, fin = split_syllable(syllable.rstrip("12345"))
+    """Collapse the usual near-homophone confusions (zh~z, n~l, an~ang ...) of a toneless syllable."""
+    ini, fin = split_syllable(syllable)
     return _FUZZY_INITIALS.get(ini, ini) + _FUZZY_FINALS.get(fin, fin)
 
 
@@ -184,11 +184,10 @@ def diff_blocks(n_a: int, n_b: int, rows: list[tuple[str, str, str]]) -> list[tu
 
 
 def _homophone_runs(block: tuple[int, int, int, int], py_a: list[str], py_b: list[str]):
-    """Sub-ranges of a diff block whose pinyin agree: runs of equal-pinyin subs, or the whole block."""
+    """Sub-ranges of a diff block whose pinyin agree: runs of substitutions with equal pinyin."""
     i0, i1, j0, j1 = block
     if i1 - i0 != j1 - j0:
-        same = i1 > i0 and j1 > j0 and py_a[i0:i1] == py_b[j0:j1]
-        return [block] if same else []
+        return []  # one syllable per token: blocks of unequal length never read alike token by token
     runs, k = [], 0
     while k < i1 - i0:
         if py_a[i0 + k] != py_b[j0 + k]:

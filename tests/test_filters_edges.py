@@ -5,7 +5,9 @@ Scores: band +1, speech match +1, centred +0.5, persistent non-speech -1; subtit
 """
 from __future__ import annotations
 
-from avcot.filters import classify_ocr
+import pytest
+
+from avcot.filters import ambiguity_rule, both_teachers_correct, classify_ocr
 from avcot.records import OcrBox
 
 W, H = 640, 480
@@ -74,3 +76,49 @@ def test_persistence_compares_normalised_text() -> None:
     boxes = [OcrBox("新闻频道", (270, 430, 370, 460), 0), OcrBox("新闻 频道！", (270, 430, 370, 460), 1),
              OcrBox("新闻频道", (270, 430, 370, 460), 2), OcrBox("别的", (10, 10, 60, 40), 3)]
     assert _label(boxes) == "background"
+
+
+def test_matching_text_in_a_top_corner_is_background() -> None:
+    # the whole spoken sentence, but top-left: speech match alone scores 1.0 < 1.5
+    assert _label([OcrBox("林冲对差拨说", (10, 10, 200, 40), 0)]) == "background"
+
+
+def test_a_long_box_that_shows_all_the_speech_but_is_mostly_unheard_is_no_match() -> None:
+    # box 林冲对天气很好啊: 3 of its 8 syllables heard (0.375 < 0.6) although all 3 speech syllables are shown
+    assert _label([OcrBox("林冲对天气很好啊", (220, 20, 420, 60), 0)], "林冲对") == "background"
+
+
+def test_no_transcript_means_no_speech_match() -> None:
+    # top, centred: 0.5 without a match; an empty transcript cannot match anything
+    assert _label([OcrBox("你好", (270, 20, 370, 60), 0)], "") == "background"
+    assert _label([OcrBox("，。", (270, 20, 370, 60), 0)], "你好") == "background"  # a box with no syllable
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("那个我去北京", "我去北京"),  # a two-character filler word (its characters alone are not fillers)
+    ("嗯啊我去北京", "我去北京"),  # two one-character fillers in a row
+    ("我去北京um", "我去北京"),  # a Latin filler
+])
+def test_filler_insertions_are_discarded_as_filler_only(a: str, b: str) -> None:
+    judgement = ambiguity_rule(a, b)
+    assert (judgement.keep, judgement.reason) == (False, "filler-only difference")
+
+
+@pytest.mark.parametrize("size", [(0, 480), (640, 0), (-640, 480), (640, -1)])
+def test_classify_ocr_rejects_a_frame_without_area(size: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="frame_size"):
+        classify_ocr([], size, "")
+
+
+def test_classify_ocr_accepts_a_one_pixel_frame() -> None:
+    # 1 x 1 is valid: a box covering it is centred (+0.5) but its centre y 0.5 is above the band (0.7) -> 0.5
+    assert classify_ocr([OcrBox("字", (0, 0, 1, 1), 0)], (1, 1), "")[0][1] == "background"
+
+
+@pytest.mark.parametrize(("visual", "audio"), [
+    ("(B)", "B."),  # bare letters wrapped in brackets or followed by a period
+    ("(b).", " b "),  # lower case and spaces
+])
+def test_both_teachers_correct_accepts_decorated_bare_letters(visual: str, audio: str) -> None:
+    assert both_teachers_correct(visual, audio, "B")
+    assert not both_teachers_correct(visual, audio, "C")

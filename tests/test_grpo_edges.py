@@ -152,3 +152,29 @@ def test_sequence_logprobs_of_two_rows_sums_each_row() -> None:
     mask = torch.tensor([[1, 1, 1], [0, 1, 0]])
     got = sequence_logprobs(logits, torch.zeros(2, 3, dtype=torch.long), mask)
     torch.testing.assert_close(got, torch.tensor([3 * math.log(0.25), math.log(0.25)]))
+
+
+def test_beta_zero_ignores_the_reference_even_when_it_overflows() -> None:
+    # ref - logp = 1000: exp overflows to inf, and 0 * inf would be NaN; beta 0 must drop the KL term entirely
+    loss, stats = grpo_loss(torch.zeros(1, 1), None, torch.full((1, 1), 1000.0), torch.tensor([1.0]),
+                            torch.ones(1, 1), beta=0.0)
+    assert loss.item() == pytest.approx(-1.0)
+    assert stats.kl_mean == 0.0
+
+
+def test_beta_one_adds_the_whole_kl() -> None:
+    # on-policy, A = 1, ref - logp = log 2: -1 + 1 * (1 - log 2)
+    loss, _ = grpo_loss(torch.zeros(1, 1), None, torch.full((1, 1), math.log(2.0)), torch.tensor([1.0]),
+                        torch.ones(1, 1), beta=1.0)
+    assert loss.item() == pytest.approx(-math.log(2.0))
+
+
+def test_clip_fraction_with_a_positive_advantage() -> None:
+    # A = +1: ratios e^-1 (below the band, but a positive advantage pushes it up: not clipped), e^0.1 (inside),
+    # e^0.3 = 1.35 (above 1.2 and pushed further up: clipped, counts), padding (ignored)
+    logp = torch.tensor([[-1.0, 0.1, 0.3, 5.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    loss, stats = grpo_loss(logp, torch.zeros(1, 4), None, torch.tensor([1.0]), mask, beta=0.0)
+    assert stats.clip_fraction == pytest.approx(1 / 3)
+    # per token -min(r, clip(r)): e^-1, e^0.1, 1.2
+    assert loss.item() == pytest.approx(-(math.exp(-1) + math.exp(0.1) + 1.2) / 3, rel=1e-6)
