@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from avcot.rewards import cer_reward, combine_rewards, format_reward, length_reward, reward_name
+from avcot.rewards import (
+    accuracy_reward,
+    cer_reward,
+    combine_rewards,
+    count_words,
+    format_reward,
+    length_reward,
+    reward_name,
+)
 
 GOOD = "<think>看到猫</think><answer>A</answer>"
 
@@ -54,3 +62,38 @@ def test_length_reward_accepts_min_equal_to_max_and_zero_min() -> None:
     assert length_reward([""], min_words=0, max_words=0) == [1.0]
     with pytest.raises(ValueError, match="min_words"):
         length_reward(["x"], min_words=-1)
+
+
+def test_scoring_limit_is_200_000_characters() -> None:
+    # one Latin word of exactly 200,000 letters is still tokenised and scored (1 token, exact match);
+    # one letter more is past the limit and scores 0.0 untokenised, even against itself
+    at, past = "a" * 200_000, "a" * 200_001
+    assert cer_reward([at, past], references=[at, past]) == [1.0, 0.0]
+    assert length_reward([at, past], min_words=1, max_words=1) == [1.0, 0.0]
+
+
+def test_format_rejects_a_think_block_that_opens_with_a_second_think_tag() -> None:
+    assert format_reward(["<think><think></think><answer>A</answer>"]) == [0.0]
+    assert format_reward(["<think><answer></think><answer>A</answer>"]) == [0.0]
+
+
+def test_accuracy_reward_length_mismatch_names_the_reward() -> None:
+    with pytest.raises(ValueError, match="^accuracy_reward: 2 completions but 1 answers$"):
+        accuracy_reward([GOOD, GOOD], answers=["A"])
+
+
+def test_tags_separate_words() -> None:
+    # a tag between two Latin words is a word break: abc and def count as two words, not one "abcdef"
+    assert count_words("abc</think>def") == 2
+    assert count_words("<answer>abc</answer>") == 1
+
+
+def test_length_reward_defaults_are_16_512_and_64() -> None:
+    # 16 and 512 words are inside; 15 and 513 are one word outside: exp(-(1/64)^2 / 2);
+    # an empty completion is 16 words short: exp(-(16/64)^2 / 2) = exp(-1/32)
+    values = length_reward(["字" * 16, "字" * 512, "字" * 15, "字" * 513, ""])
+    edge = math.exp(-0.5 * (1 / 64) ** 2)
+    assert values[:2] == [1.0, 1.0]
+    assert values[2:4] == pytest.approx([edge, edge], rel=1e-12)
+    assert values[2] < 1.0 and values[3] < 1.0
+    assert values[4] == pytest.approx(math.exp(-1 / 32), rel=1e-12)

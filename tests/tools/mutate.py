@@ -37,10 +37,10 @@ EQUIVALENT = Path(__file__).with_name("mutants_equivalent.txt")
 # files keep one mutant at a few seconds (the slow Lightning/TRL/fuzz files are left out on purpose).
 TARGETS: dict[str, tuple[str, ...]] = {
     "grpo": ("tests/test_grpo.py", "tests/test_grpo_edges.py"),
-    "rewards": ("tests/test_rewards.py", "tests/test_rewards_edges.py"),
-    "text": ("tests/test_text.py", "tests/test_text_edges.py"),
+    "rewards": ("tests/test_rewards.py", "tests/test_rewards_edges.py", "tests/test_parsers_adversarial.py"),
+    "text": ("tests/test_text.py", "tests/test_text_edges.py", "tests/test_text_wenet.py"),
     "filters": ("tests/test_filters.py", "tests/test_filters_edges.py"),
-    "traces": ("tests/test_traces.py", "tests/test_traces_edges.py"),
+    "traces": ("tests/test_traces.py", "tests/test_traces_edges.py", "tests/test_parsers_adversarial.py"),
     "phonetics": ("tests/test_phonetics.py", "tests/test_phonetics_edges.py"),
 }
 COPIED = ("avcot", "datamodules", "lit_modules", "demo", "tests", "pyproject.toml")
