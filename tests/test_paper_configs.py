@@ -24,8 +24,10 @@ VASR = {"finetune": "lora", "lora": (8, 32, 0.05), "lr": 1e-4, "warmup_steps": 3
 AVRT_SFT = {"finetune": "full", "lr": 2e-6, "weight_decay": 0.01, "warmup_steps": 100, "max_epochs": 1,
             "effective_batch": 32, "devices": 4, "precision": "bf16-mixed", "base": "Qwen/Qwen2.5-Omni-3B",
             "cpu_offload": True}
-# AVRT paper, GRPO: G = 4 completions, PPO clip 0.2, KL beta 0.01, reward = format + accuracy.
-AVRT_GRPO = {"group_size": 4, "clip_eps": 0.2, "beta": 0.01, "base": "Qwen/Qwen2.5-Omni-3B",
+# AVRT paper, GRPO: from the SFT cold start (the 3B thinker avrt_3b_sft writes), G = 4 completions, PPO clip 0.2,
+# KL beta 0.01, reward = format + accuracy.
+AVRT_GRPO = {"group_size": 4, "clip_eps": 0.2, "beta": 0.01, "base": "runs/avrt_3b_sft/checkpoints/model-last",
+             "adapter": None, "reference": "start", "temperature": 1.0,
              "rewards": ["avcot.rewards.format_reward", "avcot.rewards.accuracy_reward"]}
 
 TABLE = [
@@ -80,6 +82,9 @@ FIELDS = {
     "group_size": lambda c: c["model"]["init_args"]["group_size"],
     "clip_eps": lambda c: c["model"]["init_args"]["clip_eps"],
     "beta": lambda c: c["model"]["init_args"]["beta"],
+    "temperature": lambda c: c["model"]["init_args"]["temperature"],
+    "adapter": lambda c: c["model"]["init_args"]["adapter"],
+    "reference": lambda c: c["model"]["init_args"]["reference"],
     "rewards": lambda c: list(c["model"]["init_args"]["rewards"]),
     "max_epochs": lambda c: c["trainer"]["max_epochs"],
     "precision": lambda c: c["trainer"]["precision"],
