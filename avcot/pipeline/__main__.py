@@ -1,5 +1,6 @@
 """Command line: `python -m avcot.pipeline {cavsr,avrt} --input FILE --out DIR [--config YAML]`,
-and `python -m avcot.pipeline ingest --videos DIR --out manifest.jsonl` (a media folder -> CAVSR input)."""
+`python -m avcot.pipeline ingest --videos DIR --out manifest.jsonl` (a media folder -> CAVSR input), and
+`python -m avcot.pipeline split --manifest OUT/sft.jsonl --out OUT` (-> {train,val,test}.{jsonl,parquet})."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,40 @@ def ingest_main(argv: list[str]) -> int:
     return 0 if report.rows else 1
 
 
+def parse_split_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m avcot.pipeline split", description=__doc__)
+    ap.add_argument("--manifest", type=Path, required=True, help="manifest to split (a pipeline's sft/rl export)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for train/val/test.{jsonl,parquet} and split_rejects.jsonl (default: the manifest's)")
+    ap.add_argument("--val", type=float, default=0.05, help="fraction of rows for val")
+    ap.add_argument("--test", type=float, default=0.05, help="fraction of rows for test")
+    ap.add_argument("--seed", type=int, default=0, help="which groups go where (same seed, same files)")
+    ap.add_argument("--group-column", default=None,
+                    help="column whose rows stay together (default: the source clip of the media path)")
+    return ap.parse_args(argv)
+
+
+def split_main(argv: list[str]) -> int:
+    """Split a manifest by source clip; prints the counts and any rejects. 0, or 1 if no row had an id."""
+    from avcot.pipeline.split import split_manifest
+
+    args = parse_split_args(argv)
+    out = args.out if args.out is not None else args.manifest.parent
+    try:
+        report = split_manifest(args.manifest, out, val=args.val, test=args.test, seed=args.seed,
+                                group_column=args.group_column)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"split: {exc}") from exc
+    print(f"[split] {report.line()} -> {out}")
+    for r in report.rejects:
+        print(f"  rejected {r['reason']}", file=sys.stderr)
+    for name in ("val", "test"):
+        if getattr(args, name) > 0 and not report.counts[name]:
+            print(f"  warning: {name} is empty: {sum(report.groups.values())} source clip(s) cannot fill "
+                  "train, val and test", file=sys.stderr)
+    return 0 if sum(report.counts.values()) else 1
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m avcot.pipeline", description=__doc__)
     ap.add_argument("command", choices=("cavsr", "avrt"), help="which pipeline to run")
@@ -68,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ingest"]:
         return ingest_main(argv[1:])
+    if argv[:1] == ["split"]:
+        return split_main(argv[1:])
     args = parse_args(argv)
     config = load_config(args.config)
     overrides = {k: v for k, v in (("executor", args.executor), ("shard_size", args.shard_size),
