@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avcot.chat import model_inputs  # noqa: E402
 from avcot.model import LoraSettings, apply_lora  # noqa: E402
-from avcot.speed import benchkit as bk  # noqa: E402
+from bench import benchkit as bk  # noqa: E402
 from avcot.rollout import RolloutEngine, RolloutSettings  # noqa: E402
-from avcot.speed.embed import unwrap_thinker  # noqa: E402
+from avcot.thinker.forward import unwrap_thinker  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

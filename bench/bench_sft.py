@@ -5,7 +5,7 @@
 
 Stock step (as /work/shared/reference/hf_peft_baseline.py): `model(**batch).loss.backward()`, AdamW step;
 in `ckpt` mode with HF's `gradient_checkpointing_enable` + `enable_input_require_grads`.
-Our step: `avcot.speed.label_loss.sft_loss` with the chosen levers; in `ckpt` mode with
+Our step: `avcot.thinker.label_loss.sft_loss` with the chosen levers; in `ckpt` mode with
 `enable_lm_checkpointing`. Writes JSON lines (stage=check|sft|ratio) to --out (default $OUT/bench_sft_<size>.jsonl).
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avcot.chat import model_inputs  # noqa: E402
 from avcot.model import LoraSettings, apply_lora  # noqa: E402
-from avcot.speed import benchkit as bk  # noqa: E402
-from avcot.speed.checkpointing import disable_lm_checkpointing, enable_lm_checkpointing  # noqa: E402
-from avcot.speed.embed import compute_media_features, lm_hidden_states, unwrap_thinker  # noqa: E402
-from avcot.speed.encoder_cache import EncoderCache, media_keys  # noqa: E402
-from avcot.speed.label_loss import label_only_loss  # noqa: E402
+from bench import benchkit as bk  # noqa: E402
+from avcot.thinker.checkpointing import disable_lm_checkpointing, enable_lm_checkpointing  # noqa: E402
+from avcot.thinker.forward import compute_media_features, lm_hidden_states, unwrap_thinker  # noqa: E402
+from avcot.thinker.encoder_cache import EncoderCache, media_keys  # noqa: E402
+from avcot.thinker.label_loss import label_only_loss  # noqa: E402
 
 LEVERS = ("cache", "label", "ckpt")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from avcot.speed.batching import visual_tokens
+from avcot.length_batching import visual_tokens
 
 SIZES = ("tiny", "3b", "7b")
 

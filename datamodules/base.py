@@ -134,7 +134,7 @@ class ManifestDataModule(L.LightningDataModule):
         return require_rows(kept, self.counts[source], source, self.rejects)
 
     def record_length(self, record, tokenizer) -> int:
-        """Estimated tokens of one record's example (`avcot.speed.batching.estimated_length`)."""
+        """Estimated tokens of one record's example (`avcot.length_batching.estimated_length`)."""
         raise NotImplementedError
 
     def length_keys(self, split: str) -> list[int]:
@@ -148,7 +148,7 @@ class ManifestDataModule(L.LightningDataModule):
         """The (seed, epoch)-determined index order of a loader: length-grouped for training when asked."""
         hp = self.hparams
         if split == "train" and shuffle and hp.get("group_by_length", False):
-            from avcot.speed.batching import LengthGroupedSampler
+            from avcot.length_batching import LengthGroupedSampler
 
             # the data-parallel rank and size (not the global ones under tensor parallelism)
             shard = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}

@@ -107,7 +107,7 @@ def build_example(clip: Clip, *, processor, target: Target, settings: MediaSetti
 
 def clip_length(clip: Clip, tokenizer, target: Target, settings: MediaSettings) -> int:
     """Estimated tokens of the clip's example that vary between clips: its target text, audio and video."""
-    from avcot.speed.batching import estimated_length, visual_tokens
+    from avcot.length_batching import estimated_length, visual_tokens
 
     video = clip.video is not None and settings.video != "none"
     visual = visual_tokens(settings.num_frames, settings.frame_size) if video else 0

@@ -415,7 +415,7 @@ def collate_examples(items: Sequence[Example | Skipped], pad_id: int, *, padding
     """`avcot.chat.collate` over the built items, ids in batch["ids"], skipped rows in batch["meta"]["skipped"].
 
     A batch whose rows were all skipped is a `SkippedBatch`. `hash_media`: also put the encoder-cache keys
-    of the batch's media in batch["meta"]["media_keys"] (`avcot.speed.encoder_cache.media_keys`), hashed
+    of the batch's media in batch["meta"]["media_keys"] (`avcot.thinker.encoder_cache.media_keys`), hashed
     here in the DataLoader worker, off the training path.
     """
     kept = [it for it in items if isinstance(it, Example)]
@@ -426,7 +426,7 @@ def collate_examples(items: Sequence[Example | Skipped], pad_id: int, *, padding
     batch["ids"] = [it.id for it in kept]
     batch["meta"] = {"references": [it.reference for it in kept], "skipped": skipped}
     if hash_media:
-        from avcot.speed.encoder_cache import media_keys
+        from avcot.thinker.encoder_cache import media_keys
 
         batch["meta"]["media_keys"] = media_keys(batch)
     return batch

@@ -121,7 +121,7 @@ def build_example(item: McqItem, *, processor, target: Target, settings: MediaSe
 
 def item_length(item: McqItem, tokenizer, target: Target, modality: Modality, settings: MediaSettings) -> int:
     """Estimated tokens of the item's example that vary between items: question, options, target, media."""
-    from avcot.speed.batching import estimated_length, visual_tokens
+    from avcot.length_batching import estimated_length, visual_tokens
 
     item = drop_streams(item, modality)
     texts = (item.question, *item.options, target_text(item, target))

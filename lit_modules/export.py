@@ -59,7 +59,7 @@ def plain_thinker(model, state: dict[str, torch.Tensor]):
     """
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-    from avcot.speed.embed import unwrap_thinker
+    from avcot.thinker.forward import unwrap_thinker
 
     thinker = unwrap_thinker(model)
     with torch.device("meta"):

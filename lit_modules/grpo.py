@@ -53,7 +53,7 @@ from avcot.rollout import (
     prompt_only,
     select_prompts,
 )
-from avcot.speed.embed import unwrap_thinker
+from avcot.thinker.forward import unwrap_thinker
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
 from lit_modules.sft import shard_model
 

@@ -180,11 +180,11 @@ class SFTModule(L.LightningModule):
             else:
                 model = apply_lora(model, self.lora)
         if hp.lm_checkpointing:
-            from avcot.speed.checkpointing import enable_lm_checkpointing
+            from avcot.thinker.checkpointing import enable_lm_checkpointing
 
             enable_lm_checkpointing(model)
         if hp.encoder_cache_dir:
-            from avcot.speed.encoder_cache import EncoderCache
+            from avcot.thinker.encoder_cache import EncoderCache
 
             self.encoder_cache = EncoderCache(hp.encoder_cache_dir, model)
         if sharded:
@@ -225,7 +225,7 @@ class SFTModule(L.LightningModule):
         """The thinker's loss on the target tokens, through the speed levers when they are on."""
         if not (self.hparams.fast_loss or self.encoder_cache is not None):
             return self(batch).loss
-        from avcot.speed.label_loss import sft_loss
+        from avcot.thinker.label_loss import sft_loss
 
         feats = None
         if self.encoder_cache is not None:  # keys from the collate when the DataModule hashed them, else here
@@ -315,7 +315,7 @@ def shard_model(model, mesh, *, cpu_offload: bool = False) -> None:
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
-    from avcot.speed.embed import unwrap_thinker
+    from avcot.thinker.forward import unwrap_thinker
 
     dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
     policy = CPUOffloadPolicy(pin_memory=dp.device_type != "cpu") if cpu_offload else OffloadPolicy()

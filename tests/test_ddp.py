@@ -90,7 +90,7 @@ GROUPED_SCRIPT = textwrap.dedent("""
 def test_ddp_with_group_by_length_gives_each_rank_whole_grouped_batches(tmp_path):
     """Lightning wraps the length-grouped sampler for DDP: per step each rank gets one grouped batch,
     the ranks see disjoint rows, and the second epoch is regrouped (set_epoch reaches the sampler)."""
-    from avcot.speed.batching import LengthGroupedSampler
+    from avcot.length_batching import LengthGroupedSampler
     from datamodules.cavsr import CavsrDataModule
     from test_group_by_length import _varied_rows
     from test_datamodule import write_manifest

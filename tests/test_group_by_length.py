@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from avcot.speed.batching import LengthGroupedSampler
+from avcot.length_batching import LengthGroupedSampler
 from datamodules.cavsr import CavsrDataModule
 from datamodules.common import EpochSeededSampler
 from test_datamodule import traced_rows, write_manifest

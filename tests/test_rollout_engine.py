@@ -110,8 +110,8 @@ def test_settings_refuse_what_cannot_sample(bad, match):
 
 
 def test_the_library_does_not_import_the_lightning_wiring():
-    code = ("import sys, avcot.rollout, avcot.generate, avcot.speed.embed, avcot.speed.label_loss, "
-            "avcot.speed.checkpointing, avcot.speed.encoder_cache\n"
+    code = ("import sys, avcot.rollout, avcot.generate, avcot.thinker.forward, avcot.thinker.label_loss, "
+            "avcot.thinker.checkpointing, avcot.thinker.encoder_cache\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lit_modules', 'datamodules'))\n"
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

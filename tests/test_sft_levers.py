@@ -93,7 +93,7 @@ def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
 
     from unittest import mock
 
-    from avcot.speed.encoder_cache import EncoderCache, media_keys
+    from avcot.thinker.encoder_cache import EncoderCache, media_keys
 
     seen = []
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from torch.utils.data import DistributedSampler
 
-from avcot.speed.batching import (
+from avcot.length_batching import (
     LengthGroupedSampler,
     estimated_length,
     length_grouped_batches,

@@ -54,7 +54,7 @@ def test_real_size_shapes_match_the_reference_sample():
     """The 7b/3b benches build the reference's model and sample (checked on the meta device: no memory)."""
     import torch
 
-    from avcot.speed import benchkit
+    from bench import benchkit
 
     meta = torch.device("meta")
     big = benchkit.build_thinker("7b", torch.bfloat16, meta)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from avcot.model import LoraSettings, apply_lora, load_thinker
-from avcot.speed.embed import MediaItem, compute_media_features
-from avcot.speed.encoder_cache import EncoderCache, item_key, tower_fingerprint
-from avcot.speed.label_loss import sft_loss
+from avcot.thinker.forward import MediaItem, compute_media_features
+from avcot.thinker.encoder_cache import EncoderCache, item_key, tower_fingerprint
+from avcot.thinker.label_loss import sft_loss
 from speed_fixtures import tiny_batch
 
 

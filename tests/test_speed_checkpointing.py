@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from avcot.model import LoraSettings, apply_lora, load_thinker
-from avcot.speed.checkpointing import checkpointed_layer_names, disable_lm_checkpointing, enable_lm_checkpointing
-from avcot.speed.label_loss import sft_loss
+from avcot.thinker.checkpointing import checkpointed_layer_names, disable_lm_checkpointing, enable_lm_checkpointing
+from avcot.thinker.label_loss import sft_loss
 from speed_fixtures import tiny_batch
 
 

@@ -8,8 +8,8 @@ import torch
 
 from avcot.chat import model_inputs
 from avcot.model import LoraSettings, apply_lora, load_thinker
-from avcot.speed.embed import MediaFeatures, compute_media_features, inputs_embeds_for, split_media
-from avcot.speed.label_loss import label_only_loss, label_token_logprobs, sft_loss
+from avcot.thinker.forward import MediaFeatures, compute_media_features, inputs_embeds_for, split_media
+from avcot.thinker.label_loss import label_only_loss, label_token_logprobs, sft_loss
 from speed_fixtures import tiny_batch
 
 
@@ -60,7 +60,7 @@ def test_label_token_logprobs_match_full_logits(tiny_processor, lora_model):
     batch = tiny_batch(tiny_processor)
     with torch.no_grad():
         logits = lora_model(**model_inputs(batch, with_labels=False)).logits.float()  # [B, L, V]
-        from avcot.speed.embed import lm_hidden_states
+        from avcot.thinker.forward import lm_hidden_states
 
         hidden = lm_hidden_states(lora_model, batch)
         ours = label_token_logprobs(lora_model.get_base_model().lm_head, hidden, batch["labels"], temperature=0.7)

@@ -1,7 +1,7 @@
 """Prefill each prompt once, repeat its KV cache G times, decode token by token.
 
 1. prefill: the frozen towers (or cached features) and the language model run once over the left-padded prompts
-   through the piecewise forward of `avcot.speed.embed` (merged embeddings and M-RoPE positions computed, not
+   through the piecewise forward of `avcot.thinker.forward` (merged embeddings and M-RoPE positions computed, not
    captured with hooks), the LM head on the last position only;
 2. the cache is repeated G times per prompt: as a `DynamicCache` that grows a slot per step, or copied into a
    `StaticCache` of `prompt + max_new_tokens` slots rounded up to `cache_bucket` (settings.static);
@@ -28,7 +28,13 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from avcot.rollout.records import Prefill, Rollout, RolloutSettings, completion_mask
-from avcot.speed.embed import MediaFeatures, compute_media_features, inputs_embeds_for, position_ids_for, unwrap_thinker
+from avcot.thinker.forward import (
+    MediaFeatures,
+    compute_media_features,
+    inputs_embeds_for,
+    position_ids_for,
+    unwrap_thinker,
+)
 
 STATIC_CHECK_EVERY = 16  # static decoding: steps between EOS checks (each is a host sync)
 

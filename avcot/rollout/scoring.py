@@ -13,7 +13,7 @@ import contextlib
 import torch
 
 from avcot.rollout.records import Rollout
-from avcot.speed.embed import unwrap_thinker
+from avcot.thinker.forward import unwrap_thinker
 
 
 @contextlib.contextmanager

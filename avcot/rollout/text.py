@@ -5,7 +5,7 @@ import torch
 
 from avcot.rollout.engine import sample
 from avcot.rollout.records import RolloutSettings, eos_tuple
-from avcot.speed.embed import unwrap_thinker
+from avcot.thinker.forward import unwrap_thinker
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ vision towers' included, and the usual companion `enable_input_require_grads()` 
 require grad, so the backward replays and differentiates through the frozen encoders (measured 4x
 slower on the GPU). Here only `language_model.layers` are checkpointed, with the
 non-reentrant implementation, which needs no input that requires grad; the towers stay as they are
-(run under no_grad by `avcot.speed.embed`). Loss and LoRA gradients equal the uncheckpointed ones.
+(run under no_grad by `avcot.thinker.forward`). Loss and LoRA gradients equal the uncheckpointed ones.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from functools import partial
 
 import torch.utils.checkpoint
 
-from avcot.speed.embed import unwrap_thinker
+from avcot.thinker.forward import unwrap_thinker
 
 
 def lm_decoder_layers(model) -> list:

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from avcot.speed.embed import MODALITIES, MediaFeatures, MediaItem, encode_items, split_media, unwrap_thinker
+from avcot.thinker.forward import MODALITIES, MediaFeatures, MediaItem, encode_items, split_media, unwrap_thinker
 
 FORMAT = "avcot-encoder-cache-v1"
 SAMPLE = 4096

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from avcot.speed.embed import MediaFeatures, lm_hidden_states, unwrap_thinker
+from avcot.thinker.forward import MediaFeatures, lm_hidden_states, unwrap_thinker
 
 IGNORE = -100
 
