@@ -3,7 +3,7 @@
     python bench/bench_sft.py --size 7b --levers cache,label --modes plain,ckpt --bsz 1,4
     python bench/bench_sft.py --size 7b --quant nf4 --levers cache,label,ckpt --modes ckpt --bsz 1
 
-Stock step (as /work/shared/reference/hf_peft_baseline.py): `model(**batch).loss.backward()`, AdamW step;
+Stock step (as the stock HF + PEFT baseline script, hf_peft_baseline.py): `model(**batch).loss.backward()`, AdamW step;
 in `ckpt` mode with HF's `gradient_checkpointing_enable` + `enable_input_require_grads`.
 Our step: `avcot.thinker.label_loss.sft_loss` with the chosen levers; in `ckpt` mode with
 `enable_lm_checkpointing`. Writes JSON lines (stage=check|sft|ratio) to --out (default $OUT/bench_sft_<size>.jsonl).

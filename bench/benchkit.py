@@ -1,7 +1,7 @@
 """Shared pieces of bench/bench_sft.py and bench/bench_rollout.py: model shapes, inputs, timing, output.
 
-The 3b/7b models and inputs are built exactly as /work/shared/reference/hf_peft_baseline.py builds
-them (random-init real-size thinker in bf16, 10 s audio, 8 frames at 448x448, 320 text tokens), so our
+The 3b/7b models and inputs are built exactly as the stock HF + PEFT baseline script (hf_peft_baseline.py)
+builds them (random-init real-size thinker in bf16, 10 s audio, 8 frames at 448x448, 320 text tokens), so our
 path and the stock path are measured on the same shapes in the same process. `tiny` is the embedded
 toy thinker with toy inputs, for a CPU smoke run.
 """

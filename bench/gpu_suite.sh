@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issue 7's GPU measurements in a few device calls, JSON lines in $OUT (see bench/README.md, "On a GPU").
+# The 7B/3B GPU measurements in a few calls of at most 10 minutes, JSON lines in $OUT (see bench/README.md, "On a GPU").
 #
-#   here (network):  bash bench/gpu_suite.sh prepare     # wheels + a copy of the reference into .whl/ (git-ignored)
-#   on the GPU:      bash bench/gpu_suite.sh STAGE [7b|3b|tiny] [bench flags...]   (carry [".whl"]; one stage
+#   here (network):  REFERENCE=path/to/hf_peft_baseline.py bash bench/gpu_suite.sh prepare
+#                    # wheels + a copy of the reference into .whl/ (git-ignored)
+#   on the GPU:      bash bench/gpu_suite.sh STAGE [7b|3b|tiny] [bench flags...]   (.whl/ beside the checkout; one stage
 #                    per call fits 10 min; e.g. `rollout 7b --configs 1x1,1xG` then `rollout 7b --configs 4x1`)
 #
-# STAGE: baseline  the stock reference (shared/reference/hf_peft_baseline.py) with the image's transformers,
+# STAGE: baseline  the stock reference (hf_peft_baseline.py, copied by prepare from $REFERENCE) with the image's transformers,
 #                  whose module names its LoRA regex was written for;
 #        sft       bench_sft.py, our levers vs stock, plain and checkpointed, batch 1 and 4;
 #        rollout   bench_rollout.py, static cache + compiled decode vs HF generate, G=4;
@@ -40,7 +41,7 @@ case "$stage" in
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
       -d "$wheels" $(pins) || exit 3
-    cp "${REFERENCE:-../shared/reference/hf_peft_baseline.py}" "$wheels"/ || exit 3
+    cp "${REFERENCE:?set REFERENCE to the stock HF + PEFT baseline script (hf_peft_baseline.py)}" "$wheels"/ || exit 3
     du -ch "$wheels"/* ;;
   baseline)
     ref=$wheels/hf_peft_baseline.py

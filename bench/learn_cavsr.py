@@ -23,7 +23,7 @@
    in the same template and cue: a model that reads the picture then writes the competitor) and
    per-cue outcome rates (spoken word / competitor in the hypothesis, carrier sentence right).
 
-Split (departure from the issue's "split by sentence", on purpose). The default `--split render` tests
+Split (departure from a plain split by sentence, on purpose). The default `--split render` tests
 on FRESH renderings (another seed: new cue position, tint and font size; the voice is one of the
 `--voices` speakers heard in training, or a random new one with `--voices ''`) of the contents
 trained on. Every (template, cue) is trained with both words of its pair and the two words sound

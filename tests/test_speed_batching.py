@@ -90,8 +90,8 @@ def test_rank_batches_layout_and_errors():
 
 
 def test_estimated_length_counts_text_and_capped_audio():
-    assert estimated_length(100, 10.0, 30.0) == 100 + 250  # the 10 s clip: 250 audio tokens
+    assert estimated_length(100, 10.0, 30.0) == 100 + 250  # a 10 s clip: 250 audio tokens
     assert estimated_length(100, 60.0, 30.0) == 100 + 750
     assert estimated_length(7, 0.0, 30.0) == 7
-    assert visual_tokens(8, 448) == 1024 and visual_tokens(2, 56) == 4  # the 8 frames at 448: 1024
+    assert visual_tokens(8, 448) == 1024 and visual_tokens(2, 56) == 4  # 8 frames at 448: 1024
     assert estimated_length(7, 1.0, 30.0, visual=4) == 7 + 25 + 4

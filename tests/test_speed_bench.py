@@ -58,7 +58,7 @@ def test_real_size_shapes_match_the_reference_sample():
 
     meta = torch.device("meta")
     big = benchkit.build_thinker("7b", torch.bfloat16, meta)
-    assert abs(sum(p.numel() for p in big.parameters()) / 1e9 - 8.93) < 0.01  # issue 7: 8.93 B params
+    assert abs(sum(p.numel() for p in big.parameters()) / 1e9 - 8.93) < 0.01  # the 7B thinker has 8.93 B parameters
     batch = benchkit.make_batch(big, "7b", 2)
     assert batch["input_ids"].shape == (2, 1622)  # 24 + 250 audio + 1024 video + 4 markers + 320 text
     assert int((batch["labels"][0] != -100).sum()) == 320
