@@ -6,6 +6,7 @@ prompts are defined here because ``avcot.prompts`` has none; they follow the sam
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -37,6 +38,16 @@ _LABELLED = re.compile(r"^[ \t*#>_`]*+verdict[ \t*_`]*+[:：][ \t*_`]*+(keep|dis
 _LINE_INK = re.compile(r".*[^\s*#>_`]", re.DOTALL)
 _LINE_BREAK = re.compile(r".*\n", re.DOTALL)
 _THINK_END = re.compile(r".*</think>", re.DOTALL | re.IGNORECASE)
+
+
+def prompt_fingerprint(*prompts: str) -> str:
+    """Short hash of a role's prompt text(s), built on fixed placeholder inputs.
+
+    It goes into the role's version (and so into the resume hash): any change to a prompt's wording
+    makes the pipeline ask again instead of reusing answers given to the old prompt. A parser change
+    does not show in the hash; it bumps the role's vN by hand.
+    """
+    return hashlib.sha256("\x1f".join(prompts).encode("utf-8")).hexdigest()[:12]
 
 
 def judge_prompt(asr_a: str, asr_b: str) -> str:
@@ -116,9 +127,14 @@ def _reply_text(reply: object, role: str) -> str:
 class ChatAsr:
     """AsrBackend through an audio-capable chat model (the hint is ignored)."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        return f"chat_asr:v1:{prompt_fingerprint(ASR_INSTRUCTION)}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_asr:v1({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def transcribe(self, audio: np.ndarray, sr: int, *, hint: AsrHint | None = None) -> str:
         msg = Message("user", (AudioPart(wav_bytes(audio, sr)), TextPart(ASR_INSTRUCTION)))
@@ -128,9 +144,14 @@ class ChatAsr:
 class ChatJudge:
     """AmbiguityJudge through a text chat model."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        return f"chat_judge:v2:{prompt_fingerprint(judge_prompt('{asr_a}', '{asr_b}'))}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_judge:v2({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def judge(self, asr_a: str, asr_b: str) -> Judgement:
         return parse_verdict(self.chat.chat([text_message("user", judge_prompt(asr_a, asr_b))]))
@@ -139,9 +160,14 @@ class ChatJudge:
 class ChatCaptioner:
     """CaptionBackend through a vision chat model (frames sent as PNG images)."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        return f"chat_caption:v1:{prompt_fingerprint(CAPTION_INSTRUCTION)}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_caption:v1({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def caption(self, frames: np.ndarray) -> str:
         msg = Message("user", (*frame_parts(frames), TextPart(CAPTION_INSTRUCTION)))
@@ -177,12 +203,21 @@ class ChatTraceWriter:
     uniform frames. `send_audio: false` gives a text-only writer (a model without audio input).
     """
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        fields = dict(subtitles=["{subtitle}"], background=["{background}"], caption="{caption}",
+                      pinyin="{pinyin}", candidates=[("{word}", ["{word}", "{homophone}"])],
+                      asr_hypotheses=("{asr_a}", "{asr_b}"))
+        probes = (annotation_prompt("{transcript}", **fields), annotation_prompt("", **fields, hears_audio=True))
+        return f"chat_trace:v2:{prompt_fingerprint(*probes)}"
+
     def __init__(self, chat: ChatBackend, send_audio: bool = True, frames: int = 0,
                  frame_size: tuple[int, int] | list[int] = (224, 224), max_audio_seconds: float = 30.0) -> None:
         self.chat = chat
         self.send_audio, self.frames = send_audio, int(frames)
         self.frame_size, self.max_audio_seconds = tuple(frame_size), max_audio_seconds
-        self.identity = (f"chat_trace:v2(audio={send_audio},frames={self.frames}x{self.frame_size},"
+        self.identity = (f"{self.version()}(audio={send_audio},frames={self.frames}x{self.frame_size},"
                          f"max_s={max_audio_seconds},{chat.identity})")
 
     def media(self, request: AnnotationRequest) -> tuple:
@@ -240,9 +275,15 @@ def _teacher_reply(reply: str) -> TeacherReply:
 class ChatVisualTeacher:
     """Visual teacher: the MCQ prompt plus the sampled frames, no audio."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        probe = visual_teacher_prompt("{question}", ("{option_a}", "{option_b}"))
+        return f"chat_visual_teacher:v2:{prompt_fingerprint(probe)}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_visual_teacher:v2({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def answer(self, item: McqItem, frames: np.ndarray) -> TeacherReply:
         prompt = visual_teacher_prompt(item.question, item.options)
@@ -252,9 +293,15 @@ class ChatVisualTeacher:
 class ChatAudioTeacher:
     """Audio teacher: the MCQ prompt plus the audio clip, no frames."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        probe = audio_teacher_prompt("{question}", ("{option_a}", "{option_b}"))
+        return f"chat_audio_teacher:v2:{prompt_fingerprint(probe)}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_audio_teacher:v2({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def answer(self, item: McqItem, audio: np.ndarray, sr: int) -> TeacherReply:
         prompt = audio_teacher_prompt(item.question, item.options)
@@ -266,9 +313,16 @@ class ChatMerger:
     """Text-only merger given both traces and the correct answer (as in the paper); the reply is
     re-rendered so the stored trace has the exact target format."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        probe = merger_prompt("{question}", ("{option_a}", "{option_b}"), "{visual_trace}", "A", "{audio_trace}", "B",
+                              correct_answer="A")
+        return f"chat_merger:v2:{prompt_fingerprint(probe)}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_merger:v2({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def merge(self, item: McqItem, visual: TeacherReply, audio: TeacherReply) -> str:
         prompt = merger_prompt(item.question, item.options, visual.reasoning, visual.answer or "(none)",

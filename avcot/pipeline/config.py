@@ -112,20 +112,47 @@ class PipelineConfig:
         return self.roles.get(name) or default_role(name)
 
     def role_identity(self, name: str) -> str:
-        """Stable identity of a role's backend spec (goes into the resume hash; no secrets)."""
+        """Stable identity of a role's backend spec and version (goes into the resume hash; no secrets)."""
         spec = self.role(name)
         options = dict(spec.options)
         if spec.kind == "openai_asr":  # an endpoint's speed settings never change a transcript
             from avcot.pipeline.openai_compat import answer_options
 
             options = answer_options(options)
-        ident = {"kind": spec.kind, "options": options}
+        # the backend's prompt/parser version: a changed judge prompt must not reuse stored verdicts
+        ident = {"kind": spec.kind, "version": backend_version(backend_class(name, spec.kind)), "options": options}
         if spec.chat is not None:
             chat = self.chats[spec.chat]
             ident["chat"] = {"kind": chat.kind, "options": chat_answer_options(chat)}
         if (name, spec.kind) in DELEGATES:
             ident["uses"] = self.role_identity(DELEGATES[(name, spec.kind)])
         return f"{name}:{canonical_json(ident)}"
+
+
+def backend_class(role: str, kind: str) -> type:
+    """The class that serves `role` with backend `kind` (nothing is built)."""
+    from avcot.pipeline import chat_roles, local, rules, transcribe_api, vlm_ocr
+
+    if kind == "chat":
+        return {"asr_a": chat_roles.ChatAsr, "asr_b": chat_roles.ChatAsr, "teacher_asr": chat_roles.ChatAsr,
+                "judge": chat_roles.ChatJudge, "caption": chat_roles.ChatCaptioner, "ocr": vlm_ocr.ChatOcr,
+                "annotator": chat_roles.ChatTraceWriter, "visual_teacher": chat_roles.ChatVisualTeacher,
+                "audio_teacher": chat_roles.ChatAudioTeacher, "merger": chat_roles.ChatMerger}[role]
+    if kind == "rule":
+        return {"judge": rules.RuleJudge, "caption": rules.RuleCaptioner, "annotator": rules.RuleTraceWriter}[role]
+    return {"rule_asr": rules.RuleAsr, "openai_asr": transcribe_api.OpenAITranscriber,
+            "faster_whisper": local.FasterWhisperAsr, "rapidocr": local.RapidOcr, "ocr": rules.OcrVisualTeacher,
+            "transcript": rules.TranscriptAudioTeacher, "template": rules.TemplateMerger}[kind]
+
+
+def backend_version(cls: type) -> str:
+    """A backend class's prompt/parser version: its ``version()`` (chat roles: vN plus a hash of the
+    prompt), else a class-level ``identity`` string (the rule backends), else the class's name."""
+    version = getattr(cls, "version", None)
+    if callable(version):
+        return str(version())
+    identity = getattr(cls, "identity", None)
+    return identity if isinstance(identity, str) else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def chat_answer_options(chat: ChatSpec) -> dict[str, Any]:
@@ -229,28 +256,14 @@ class RoleFactory:
             return self._built[key]
 
     def _build_role(self, role: str) -> Any:
-        from avcot.pipeline import chat_roles, local, rules, transcribe_api, vlm_ocr
-
         spec, opts = self.config.role(role), dict(self.config.role(role).options)
+        cls = backend_class(role, spec.kind)
         try:
             if spec.kind == "chat":
-                cls = {"asr_a": chat_roles.ChatAsr, "asr_b": chat_roles.ChatAsr, "teacher_asr": chat_roles.ChatAsr,
-                       "judge": chat_roles.ChatJudge, "caption": chat_roles.ChatCaptioner, "ocr": vlm_ocr.ChatOcr,
-                       "annotator": chat_roles.ChatTraceWriter, "visual_teacher": chat_roles.ChatVisualTeacher,
-                       "audio_teacher": chat_roles.ChatAudioTeacher, "merger": chat_roles.ChatMerger}[role]
                 return cls(self.chat(spec.chat), **opts)
-            builders = {
-                "rule_asr": lambda: rules.RuleAsr(**opts),
-                "openai_asr": lambda: transcribe_api.OpenAITranscriber(**opts),
-                "faster_whisper": lambda: local.FasterWhisperAsr(**opts),
-                "rapidocr": lambda: local.RapidOcr(**opts),
-                "rule": lambda: {"judge": rules.RuleJudge, "caption": rules.RuleCaptioner,
-                                 "annotator": rules.RuleTraceWriter}[role](**opts),
-                "ocr": lambda: rules.OcrVisualTeacher(self.get("ocr"), **opts),
-                "transcript": lambda: rules.TranscriptAudioTeacher(self.get("teacher_asr"), **opts),
-                "template": lambda: rules.TemplateMerger(**opts),
-            }
-            return builders[spec.kind]()
+            if (role, spec.kind) in DELEGATES:  # a rule teacher built on the role it delegates to
+                return cls(self.get(DELEGATES[(role, spec.kind)]), **opts)
+            return cls(**opts)
         except TypeError as exc:
             raise BackendError(f"role {role} (kind {spec.kind}): bad options {sorted(opts)}: {exc}") from exc
 

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from avcot.pipeline.backends import ChatBackend, Message, TextPart, frame_parts
+from avcot.pipeline.chat_roles import prompt_fingerprint
 from avcot.pipeline.roles import OcrSplit
 
 OCR_INSTRUCTION = (
@@ -73,9 +74,14 @@ def _excerpt(reply: object, limit: int = 300) -> str:
 class ChatOcr:
     """VisualTextReader through a vision chat model (frames sent as PNG images)."""
 
+    @staticmethod
+    def version() -> str:
+        """Prompt and parser version (enters the resume hash through the role identity)."""
+        return f"chat_ocr:v1:{prompt_fingerprint(OCR_INSTRUCTION)}"
+
     def __init__(self, chat: ChatBackend) -> None:
         self.chat = chat
-        self.identity = f"chat_ocr:v1({chat.identity})"
+        self.identity = f"{self.version()}({chat.identity})"
 
     def split(self, frames: np.ndarray) -> OcrSplit:
         """Subtitles and background text of uint8 [T, H, W, 3] frames; ValueError quoting a bad reply."""
