@@ -55,6 +55,7 @@ from avcot.rollout import (
 )
 from avcot.thinker.forward import unwrap_thinker
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
+from lit_modules.export import TrainingSettingsSaver
 from lit_modules.sft import shard_model
 
 DEFAULT_REWARDS = ("avcot.rewards.format_reward", "avcot.rewards.accuracy_reward")
@@ -209,7 +210,8 @@ class GRPOModule(L.LightningModule):
         use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt
 
     def configure_callbacks(self):
-        return [AdapterSaver()]
+        # training_settings.json beside adapter-last: eval and the demo read the frames/size/seconds trained on
+        return [AdapterSaver(), TrainingSettingsSaver()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep_trainable_only(checkpoint, self)  # frozen base weights are rebuilt from `base` on resume

@@ -5,6 +5,7 @@ media tokens are exercised; two prompts of different lengths make the batch left
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -193,7 +194,9 @@ def test_tiny_fit_changes_lora_weights_and_logs_rewards(tmp_path, data_dir, num_
     assert 0 < float(metrics["reward/mean"]) <= 1
     assert float(metrics["advantage/std"]) > 0
     ckpts = list(Path(tmp_path).rglob("*.ckpt"))
-    assert ckpts and list(Path(tmp_path).rglob("adapter-last/adapter_model.safetensors"))
+    (adapter,) = Path(tmp_path).rglob("adapter-last/adapter_model.safetensors")
+    settings = json.loads((adapter.parent.parent / "training_settings.json").read_text())
+    assert (settings["num_frames"], settings["frame_size"], settings["max_seconds"]) == (2, 56, 2.0)
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)["state_dict"]
     assert state and all("lora_" in k for k in state)  # only trainable weights are checkpointed
 
