@@ -128,6 +128,21 @@ def read_manifest(path: str | Path) -> list[ManifestLine]:
     raise ValueError(f"manifest {str(path)!r}: unsupported suffix {suffix!r}; expected one of {MANIFEST_SUFFIXES}")
 
 
+def manifest_source(path: str | Path) -> Path:
+    """The absolute path a manifest is known by (rejects' `source`, row counts, relative media paths)."""
+    return Path(path).expanduser().resolve()
+
+
+def resolve_media(value: Any, base_dir: Path) -> str | None:
+    """Absolute media path for a manifest cell: None/empty stays None; relative is under the manifest's dir."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"media path must be a string, got {type(value).__name__}")
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path))
+
+
 def manifest_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of a manifest that must be entirely well formed; ValueError naming file and line otherwise."""
     out = []

@@ -17,7 +17,7 @@
    included (departure, on purpose: both papers freeze PRETRAINED encoders; random-init frozen towers
    cannot learn to hear unheard voices or read text, see bench/RESULTS.md runs 5-6, so here they are
    trained as a stand-in for that pretraining; `--no-train-towers` freezes them). Every clip is
-   encoded once through `datamodules.cavsr.build_example` (the DataModule's path).
+   encoded once through `avcot.data.cavsr.build_example` (the DataModule's path).
 5. Save it (`save_pretrained`) and evaluate it with `avcot.eval` (true / black / random video and
    audio only), plus a "competitor video" condition (each clip gets the fresh picture of the OTHER word
    in the same template and cue: a model that reads the picture then writes the competitor) and
@@ -134,8 +134,8 @@ def avcot_trace(row: dict) -> str:
 
 
 def split(rows: list[dict], settings: BenchSettings) -> tuple[list[dict], list[dict]]:
-    """(train, test) with datamodules.common.split_rows, grouped by content, context or sentence template."""
-    from datamodules.common import split_rows
+    """(train, test) with avcot.data.rows.split_rows, grouped by content, context or sentence template."""
+    from avcot.data.rows import split_rows
 
     column = {"content": "content", "sentence": "sentence_id", "context": "context"}[settings.split]
     return split_rows(rows, settings.test_fraction, settings.seed, column)
@@ -150,8 +150,8 @@ def write_manifest(rows: list[dict], path: Path) -> Path:
 
 def encode_rows(rows: list[dict], processor, settings: BenchSettings) -> list:
     """Every training clip encoded once (prompt + AV-CoT target) through the DataModule's build_example."""
-    from datamodules.cavsr import build_example, clip_from_row
-    from datamodules.common import MediaSettings
+    from avcot.data.cavsr import build_example, clip_from_row
+    from avcot.data.clips import MediaSettings
 
     media = MediaSettings(num_frames=settings.num_frames, frame_size=settings.frame_size)
     return [build_example(clip_from_row(dict(r, trace=avcot_trace(r)), Path("/")), processor=processor,

@@ -1,5 +1,7 @@
-"""What the CAVSR and MCQ DataModules share: the processor, the rejects log and row counts, the train/val
-split, the up-front decode check, loaders (`RowLoader`: exact resume, rejects counted across workers)."""
+"""What the CAVSR and MCQ DataModules share: the processor, the rejects log and row counts, one setup path
+(manifest rows of the subclass's task -> train/val split -> datasets), the up-front decode check, loaders
+(`RowLoader`: exact resume, rejects counted across workers). The rows, media and examples themselves are
+`avcot.data`'s; a subclass only names its task, its stage manifests and its collate function."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -8,29 +10,27 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Sampler
 
-from datamodules.common import (
-    Example,
-    ExampleDataset,
-    EpochSeededSampler,
-    ManifestRow,
-    RejectLog,
-    RowCounts,
-    Skipped,
-    require_rows,
-    split_rows,
-)
-from datamodules.loader import RowLoader
+from avcot.data.examples import EpochSeededSampler, ExampleDataset, RowTask, Skipped, example_dataset, prepare_rows
+from avcot.data.loader import RowLoader
+from avcot.data.rows import ManifestRow, RejectLog, RowCounts, count_rows, require_rows, split_rows
+from avcot.manifest import manifest_source
 
 
 class ManifestDataModule(L.LightningDataModule):
-    """Base for DataModules over manifests; subclasses implement `_loader(split, shuffle=...)`.
+    """Base for DataModules over manifests of one `avcot.data` task.
 
-    Expects `save_hyperparameters()` to have stored `processor`, `rejects_path`, `val_fraction`, `seed`,
-    `split_column`, `num_workers`, `on_bad_row`, `check_media` and `group_by_length`; subclasses with
-    `group_by_length` fill `records["train"]` (the dataset's records, in its order) and implement
-    `record_length`. `counts` is rows_in = rows_used + rows_rejected per manifest, including the rows
-    rejected while decoding during the epochs; `RowReport` prints it at each epoch end and at the end of the run.
+    A subclass sets `self.task` (an `avcot.data.examples.RowTask`) and `self.datasets = {}` in `__init__`,
+    names the stages that generate (no target: `generating_stages`), where test/predict read their rows
+    (`stage_manifest`) and how batches are collated (`collate_fn`). Expects `save_hyperparameters()` to have
+    stored `train_manifest`, `val_manifest`, `processor`, `rejects_path`, `val_fraction`, `seed`, `split_column`,
+    `batch_size`, `eval_batch_size`, `num_workers`, `on_bad_row`, `check_media` and `group_by_length`.
+    `counts` is rows_in = rows_used + rows_rejected per manifest, including the rows rejected while decoding
+    during the epochs; `RowReport` prints it at each epoch end and at the end of the run.
     """
+
+    task: RowTask
+    generating_stages: tuple[str, ...] = ("predict",)
+    """Stages whose examples carry no target (prompt only: generation)."""
 
     _processor = None
     _rejects: RejectLog | None = None
@@ -52,8 +52,6 @@ class ManifestDataModule(L.LightningDataModule):
     def counts(self) -> dict[str, RowCounts]:
         """rows_in = rows_used + rows_rejected per manifest, this process's figures so far (`RowReport` adds
         the other ranks')."""
-        from datamodules.report import count_rows
-
         return count_rows(self.rows_in, self.rejects.lines)
 
     def attach_report(self) -> None:
@@ -64,12 +62,6 @@ class ManifestDataModule(L.LightningDataModule):
         if trainer is not None and not any(isinstance(c, RowReport) and c.datamodule is self
                                            for c in trainer.callbacks):
             trainer.callbacks.append(RowReport(self))
-
-    @staticmethod
-    def items(rows: list[ManifestRow], dataset: ExampleDataset) -> list:
-        """The typed items of `rows` that made it into `dataset`, in its order (what `length_keys` measures)."""
-        by_line = {r.line: r.item for r in rows}
-        return [by_line[line] for line in dataset.lines]
 
     def record_skipped(self, skipped: Sequence[Skipped]) -> None:
         """Rows a loader worker could not decode: into the rejects log (once per row), so into `counts`."""
@@ -102,8 +94,55 @@ class ManifestDataModule(L.LightningDataModule):
         va_ids = {r["id"] for r in va}
         return [r for r in rows if r.item.id not in va_ids], [r for r in rows if r.item.id in va_ids]
 
-    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+    # -- the one setup path ---------------------------------------------------------------------------------
+
+    def stage_manifest(self, stage: str) -> str:
+        """The manifest `stage` ("test" / "predict") reads; ValueError naming the setting when there is none."""
         raise NotImplementedError
+
+    def collate_fn(self, split: str) -> Callable:
+        """The collate function of `split`'s loader."""
+        raise NotImplementedError
+
+    def manifest_rows(self, path: str, with_target: bool) -> list[ManifestRow]:
+        """The checked rows of manifest `path` (rows_in recorded); an error when every row was rejected."""
+        source = str(manifest_source(path))
+        kept, counts = prepare_rows(source, self.task, with_target=with_target, policy=self.hparams.on_bad_row,
+                                    rejects=self.rejects)
+        self.rows_in[source] = counts.rows_in
+        return require_rows(kept, counts, path, self.rejects)
+
+    def dataset(self, rows: list[ManifestRow], path: str, with_target: bool) -> ExampleDataset:
+        """The dataset of `rows` (of manifest `path`), decode-checked first with `check_media`."""
+        hp = self.hparams
+        source = str(manifest_source(path))
+        return example_dataset(self.task, rows, self.processor, source=source, with_target=with_target,
+                               policy=hp.on_bad_row, rejects=self.rejects, rows_in=self.rows_in[source],
+                               check_media=hp.get("check_media", False), num_workers=hp.num_workers)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        self.attach_report()
+        if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
+            rows = self.manifest_rows(hp.train_manifest, True)
+            if hp.val_manifest:
+                train, val = rows, self.manifest_rows(hp.val_manifest, True)
+            else:
+                train, val = self.split(rows)
+            self.datasets["train"] = self.dataset(train, hp.train_manifest, True)
+            self.records["train"] = self.datasets["train"].items
+            self.datasets["val"] = self.dataset(val, hp.val_manifest or hp.train_manifest, True)
+        if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
+            self.datasets["val"] = self.dataset(self.manifest_rows(hp.val_manifest, True), hp.val_manifest, True)
+        if stage in ("test", "predict") and stage not in self.datasets:
+            path = self.stage_manifest(stage)
+            with_target = stage not in self.generating_stages
+            self.datasets[stage] = self.dataset(self.manifest_rows(path, with_target), path, with_target)
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        bs = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
+        return self.row_loader(split, bs, self.collate_fn(split), shuffle=shuffle)
 
     def row_loader(self, split: str, batch_size: int, collate_fn: Callable, *, shuffle: bool) -> RowLoader:
         """The `RowLoader` over `datasets[split]` with the split's sampler."""
@@ -119,23 +158,9 @@ class ManifestDataModule(L.LightningDataModule):
         """Batches the trainer takes per training epoch (`limit_train_batches` applied); inf without a trainer."""
         return float(self.trainer.num_training_batches) if self.trainer is not None else float("inf")
 
-    def decoded_rows(self, rows: list[ManifestRow], build: Callable[[dict], Example], source: str) -> list[ManifestRow]:
-        """`rows` whose examples build (media decoded, encoded), when `check_media` is on; each failure is a
-        reject now (or an error, per on_bad_row), so the counts are final before training. Decoded in
-        `num_workers` loader workers, like an epoch."""
-        if not self.hparams.get("check_media", False) or not rows:
-            return rows
-        ds = ExampleDataset(rows, build, source=source, policy=self.hparams.on_bad_row)
-        loader = DataLoader(ds, batch_size=None, num_workers=self.hparams.num_workers, collate_fn=_skip_or_none)
-        failed = [s for s in loader if s is not None]
-        self.record_skipped(failed)
-        bad = {s.line for s in failed}
-        kept = [r for r in rows if r.line not in bad]
-        return require_rows(kept, self.counts[source], source, self.rejects)
-
     def record_length(self, record, tokenizer) -> int:
         """Estimated tokens of one record's example (`avcot.length_batching.estimated_length`)."""
-        raise NotImplementedError
+        return self.task.length(record, tokenizer)
 
     def length_keys(self, split: str) -> list[int]:
         """Estimated tokens per example of `split`, computed once (each reads media headers)."""
@@ -168,7 +193,3 @@ class ManifestDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", shuffle=False)
 
-
-def _skip_or_none(item: Example | Skipped) -> Skipped | None:
-    """Only the verdict of a decode check comes back from the worker, not the decoded tensors."""
-    return item if isinstance(item, Skipped) else None

@@ -1,4 +1,5 @@
-"""CAVSR DataModule: manifest rows -> `Clip` -> media -> student prompt -> encoded example -> batch.
+"""CAVSR DataModule: wires `avcot.data.cavsr` (manifest rows -> `Clip` -> media -> student prompt -> encoded
+example) into Lightning's fit / validate / test / predict.
 
 Manifest (Parquet or JSONL): columns id, video, audio, text, pinyin, cue, and optionally trace and
 sentence_id. Relative media paths are relative to the manifest's directory. Each row becomes an
@@ -18,130 +19,15 @@ rows_rejected per manifest is printed at each epoch end and at the end of the ru
 """
 from __future__ import annotations
 
-import logging
-import random
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
-from typing import Literal
 
-from torch.utils.data import DataLoader
-
-from avcot.chat import Prompt, encode_example
-from avcot.manifest import cavsr_fields
-from avcot.records import Clip
+from avcot.data.cavsr import CavsrTask, Target
+from avcot.data.clips import CAVSR_MEDIA, MediaSettings, VideoMode
+from avcot.data.examples import ExampleDataset
+from avcot.data.rows import BadRowPolicy
 from datamodules.base import ManifestDataModule
-from datamodules.common import (
-    BadRowPolicy,
-    Example,
-    ExampleDataset,
-    ManifestRow,
-    MediaSettings,
-    RejectLog,
-    RowCounts,
-    StageError,
-    VideoMode,
-    audio_seconds,
-    collate_examples,
-    load_av,
-    load_manifest,
-    media_problem,
-    require_rows,
-    resolve_media,
-    stable_seed,
-    text_tokens,
-)
-
-log = logging.getLogger(__name__)
-
-REQUIRED_COLUMNS = ("id", "video", "text")
-Target = Literal["avcot", "transcript"]
-
-
-def clip_from_row(row: dict, base_dir: Path) -> Clip:
-    """A manifest row as a `Clip` (fields checked by `avcot.manifest.cavsr_fields`, the pipeline's schema
-    too; ValueError saying what is wrong), media paths made absolute (relative = under the manifest's dir)."""
-    f = cavsr_fields(row)
-    return Clip(id=f.id, video=resolve_media(f.video, base_dir), audio=resolve_media(f.audio, base_dir),
-                text=f.text, pinyin=f.pinyin, cue=f.cue, trace=f.trace)
-
-
-def target_text(clip: Clip, target: Target) -> str:
-    """The assistant turn to train on; raises ValueError when the row cannot supply it."""
-    if target == "transcript":
-        return clip.text
-    if target == "avcot":
-        if clip.trace is None:
-            raise ValueError("target='avcot' but the row has no trace (use target='transcript' for plain SFT)")
-        return clip.trace
-    raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
-
-
-def random_partner(clip: Clip, clips: Sequence[Clip], seed: int) -> str | None:
-    """Video of another clip for the 'random video' ablation; fixed per (clip id, seed) across runs."""
-    from avcot.media import random_video
-
-    ids = [c.id for c in clips]
-    index = ids.index(clip.id)
-    return clips[random_video(ids, index, random.Random(seed * 1_000_003 + stable_seed(clip.id)))].video
-
-
-def student_prompt_for(clip: Clip, target: Target, settings: MediaSettings, other_video: str | None = None) -> Prompt:
-    """Decode the clip's media and wrap it in the student CAVSR prompt."""
-    from avcot.prompts import SYSTEM_PROMPT, student_prompt
-
-    frames, audio, fps = load_av(clip.video, clip.audio, settings, other_video=other_video)
-    kind = "avcot" if target == "avcot" else "plain"
-    return Prompt(instruction=student_prompt(kind), system=SYSTEM_PROMPT, video=frames, audio=audio, fps=fps)
-
-
-def build_example(clip: Clip, *, processor, target: Target, settings: MediaSettings, use_audio_in_video: bool,
-                  with_target: bool = True, other_video: str | None = None) -> Example:
-    """One `Example` for `clip` (no assistant turn when `with_target` is False: predict/generation)."""
-    prompt = student_prompt_for(clip, target, settings, other_video)
-    text = target_text(clip, target) if with_target else None
-    enc = encode_example(processor, prompt, text, use_audio_in_video=use_audio_in_video)
-    return Example(id=clip.id, encoded=enc, reference=clip.text)
-
-
-def clip_length(clip: Clip, tokenizer, target: Target, settings: MediaSettings) -> int:
-    """Estimated tokens of the clip's example that vary between clips: its target text, audio and video."""
-    from avcot.length_batching import estimated_length, visual_tokens
-
-    video = clip.video is not None and settings.video != "none"
-    visual = visual_tokens(settings.num_frames, settings.frame_size) if video else 0
-    return estimated_length(text_tokens(tokenizer, target_text(clip, target)),
-                            audio_seconds(clip.audio, clip.video), settings.max_seconds, visual)
-
-
-def checked_clip(row: dict, base_dir: Path, target: Target | None) -> Clip:
-    """The row's `Clip` after the up-front checks (fields, target, media files); `StageError` naming the stage."""
-    clip = clip_from_row(row, base_dir)
-    if target is not None:
-        try:
-            target_text(clip, target)
-        except ValueError as e:
-            raise StageError("target", str(e)) from e
-    problem = media_problem([clip.video, clip.audio])
-    if problem is not None:
-        raise StageError("media", problem)
-    return clip
-
-
-def prepare_clips(path: str | Path, *, target: Target | None, policy: BadRowPolicy,
-                  rejects: RejectLog | None) -> tuple[list[ManifestRow], RowCounts]:
-    """Read + check a CAVSR manifest: the rows that passed (items are `Clip`s), and the up-front row counts.
-
-    `target=None` skips the target check (predict needs no trace).
-    """
-    path = Path(path).expanduser().resolve()
-    kept, rows_in = load_manifest(path, required=REQUIRED_COLUMNS, build=partial(checked_clip, base_dir=path.parent,
-                                  target=target), policy=policy, rejects=rejects)
-    counts = RowCounts(rows_in=rows_in, rows_used=len(kept), rows_rejected=rows_in - len(kept))
-    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d (before decoding)", path, counts.rows_in,
-             counts.rows_used, counts.rows_rejected)
-    return kept, counts
+from datamodules.common import collate_examples
 
 
 class CavsrDataModule(ManifestDataModule):
@@ -161,9 +47,9 @@ class CavsrDataModule(ManifestDataModule):
         batch_size: int = 2,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        num_frames: int = 4,
-        frame_size: int = 112,
-        max_seconds: float = 30.0,
+        num_frames: int = CAVSR_MEDIA.num_frames,
+        frame_size: int = CAVSR_MEDIA.frame_size,
+        max_seconds: float = CAVSR_MEDIA.max_seconds,
         video: VideoMode = "true",
         use_audio_in_video: bool = False,
         on_bad_row: BadRowPolicy = "skip",
@@ -208,83 +94,23 @@ class CavsrDataModule(ManifestDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds, video=video)
-        if target not in ("avcot", "transcript"):
-            raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
+        self.task = CavsrTask(target=target, media=self.media, use_audio_in_video=use_audio_in_video, seed=seed)
         if on_bad_row not in ("skip", "error"):
             raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
         self.datasets: dict[str, ExampleDataset] = {}
 
-    # -- helpers -------------------------------------------------------------------------------------------
-
-    def _clips(self, path: str, with_target: bool) -> list[ManifestRow]:
-        source = str(Path(path).expanduser().resolve())
-        kept, counts = prepare_clips(source, target=self.hparams.target if with_target else None,
-                                     policy=self.hparams.on_bad_row, rejects=self.rejects)
-        self.rows_in[source] = counts.rows_in
-        return require_rows(kept, counts, path, self.rejects)
-
-    def _builder(self, clips: list[Clip], with_target: bool, settings: MediaSettings | None = None) -> _RowBuilder:
-        return _RowBuilder(clips, self.hparams.seed, processor=self.processor, target=self.hparams.target,
-                           settings=settings or self.media, use_audio_in_video=self.hparams.use_audio_in_video,
-                           with_target=with_target)
-
-    def _dataset(self, rows: list[ManifestRow], path: str, with_target: bool = True) -> ExampleDataset:
-        source = str(Path(path).expanduser().resolve())
-        # The decode check reads each clip's own frames: a 'random' partner is drawn among the rows that pass.
-        own = replace(self.media, video="true") if self.media.video == "random" else self.media
-        rows = self.decoded_rows(rows, self._builder([r.item for r in rows], with_target, own), source)
-        return ExampleDataset(rows, self._builder([r.item for r in rows], with_target), source=source,
-                              policy=self.hparams.on_bad_row)
-
-    # -- Lightning hooks -----------------------------------------------------------------------------------
-
-    def setup(self, stage: str | None = None) -> None:
+    def stage_manifest(self, stage: str) -> str:
         hp = self.hparams
-        self.attach_report()
-        if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
-            rows = self._clips(hp.train_manifest, True)
-            if hp.val_manifest:
-                train, val = rows, self._clips(hp.val_manifest, True)
-            else:
-                train, val = self.split(rows)
-            self.datasets["train"] = self._dataset(train, hp.train_manifest)
-            self.records["train"] = self.items(train, self.datasets["train"])
-            self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest)
-        if stage == "validate" and "val" not in self.datasets and hp.val_manifest:
-            self.datasets["val"] = self._dataset(self._clips(hp.val_manifest, True), hp.val_manifest)
-        if stage == "test" and "test" not in self.datasets:
-            self.datasets["test"] = self._stage_dataset(hp.test_manifest or hp.val_manifest, "test", True)
-        if stage == "predict" and "predict" not in self.datasets:
+        if stage == "test":
+            path = hp.test_manifest or hp.val_manifest
+        else:
             path = hp.predict_manifest or hp.test_manifest or hp.val_manifest or hp.train_manifest
-            self.datasets["predict"] = self._stage_dataset(path, "predict", False)
-
-    def _stage_dataset(self, path: str | None, stage: str, with_target: bool) -> ExampleDataset:
         if not path:
             raise ValueError(f"{stage} needs a manifest: set data.{stage}_manifest in the config")
-        return self._dataset(self._clips(path, with_target), path, with_target)
+        return path
 
-    def record_length(self, record: Clip, tokenizer) -> int:
-        return clip_length(record, tokenizer, self.hparams.target, self.media)
-
-    def _loader(self, split: str, *, shuffle: bool, padding_side: str = "right") -> DataLoader:
-        bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
+    def collate_fn(self, split: str) -> Callable:
+        # Left padding for predict: generated tokens must follow each row's last prompt token.
+        padding_side = "left" if split == "predict" else "right"
         pad = self.processor.tokenizer.pad_token_id
-        return self.row_loader(split, bs, partial(collate_examples, pad_id=pad, padding_side=padding_side,
-                                                  hash_media=self.hash_media), shuffle=shuffle)
-
-    def predict_dataloader(self) -> DataLoader:
-        # Left padding: generated tokens must follow each row's last prompt token.
-        return self._loader("predict", shuffle=False, padding_side="left")
-
-
-class _RowBuilder:
-    """Picklable row -> Example function for DataLoader workers (clips indexed once, not per item)."""
-
-    def __init__(self, clips: list[Clip], seed: int, **kwargs):
-        self.clips, self.seed, self.kwargs = clips, seed, kwargs
-        self.by_id = {c.id: c for c in clips}
-
-    def __call__(self, row: dict) -> Example:
-        clip = self.by_id[str(row["id"])]
-        other = random_partner(clip, self.clips, self.seed) if self.kwargs["settings"].video == "random" else None
-        return build_example(clip, other_video=other, **self.kwargs)
+        return partial(collate_examples, pad_id=pad, padding_side=padding_side, hash_media=self.hash_media)

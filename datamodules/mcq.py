@@ -1,4 +1,5 @@
-"""MCQ (AVRT) DataModule: manifest rows -> `McqItem` -> media -> student prompt -> encoded example -> batch.
+"""MCQ (AVRT) DataModule: wires `avcot.data.mcq` (manifest rows -> `McqItem` -> media -> student prompt ->
+encoded example) into Lightning's fit / validate / test / predict.
 
 Manifest (Parquet or JSONL, the layout `avcot.synth --mcq` writes): id, question, options (2-4 strings, letter
 order), answer (letter), video / audio / image paths (relative = under the manifest's directory; a row with a
@@ -9,126 +10,19 @@ Targets: `target="trace"` trains on each row's merged trace (SFT cold start; row
 `target="none"` gives prompt-only, LEFT-padded batches for GRPO rollouts, eval and predict. Every batch
 carries `meta = {"answers": [...], "references": [...]}` (the gold letters) for `avcot.rewards.accuracy_reward`.
 
-`modality` drops streams for the per-modality evaluation: "a" removes video and image (audio kept, taken from the
-video when the row has no separate audio file), "v" removes audio, "av" keeps everything. Rows whose media are
-all dropped are still asked (text only): that is what the ablation measures.
+`modality` drops streams for the per-modality evaluation (`avcot.data.mcq.drop_streams`).
 """
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
-from typing import Literal
 
-import numpy as np
-from torch.utils.data import DataLoader
-
-from avcot.chat import Prompt, encode_example
-from avcot.manifest import mcq_fields
-from avcot.records import McqItem
+from avcot.data.clips import MCQ_MEDIA, MediaSettings
+from avcot.data.examples import ExampleDataset
+from avcot.data.mcq import McqTask, Modality, Target
+from avcot.data.rows import BadRowPolicy
 from datamodules.base import ManifestDataModule
-from datamodules.common import (
-    BadRowPolicy,
-    Example,
-    ExampleDataset,
-    ManifestRow,
-    MediaSettings,
-    RejectLog,
-    RowCounts,
-    StageError,
-    audio_seconds,
-    collate_examples,
-    load_av,
-    load_manifest,
-    media_problem,
-    require_rows,
-    resolve_media,
-    text_tokens,
-)
-
-log = logging.getLogger(__name__)
-
-REQUIRED_COLUMNS = ("id", "question", "options", "answer")
-Modality = Literal["av", "a", "v"]
-Target = Literal["trace", "none"]
-
-
-def item_from_row(row: dict, base_dir: Path) -> McqItem:
-    """A manifest row as an `McqItem` (fields checked by `avcot.manifest.mcq_fields`, the pipeline's schema too;
-    ValueError saying what is wrong), media paths made absolute."""
-    f = mcq_fields(row)
-    return McqItem(id=f.id, question=f.question, options=f.options, answer=f.answer,
-                   video=resolve_media(f.video, base_dir), audio=resolve_media(f.audio, base_dir),
-                   image=resolve_media(f.image, base_dir), trace=f.trace, modality=f.modality,
-                   difficulty=f.difficulty)
-
-
-def drop_streams(item: McqItem, modality: Modality) -> McqItem:
-    """The item with the streams `modality` excludes removed ('a': no video/image; 'v': no audio)."""
-    from dataclasses import replace
-
-    if modality == "av":
-        return item
-    if modality == "a":
-        # Audio-only: keep the soundtrack of the video as the audio file, drop the pictures.
-        return replace(item, video=None, image=None, audio=item.audio or item.video)
-    if modality == "v":
-        return replace(item, audio=None)
-    raise ValueError(f"modality must be 'av', 'a' or 'v', got {modality!r}")
-
-
-def target_text(item: McqItem, target: Target) -> str | None:
-    """The assistant turn: the merged trace ('trace'), nothing ('none'); ValueError if the row lacks it."""
-    if target == "none":
-        return None
-    if target == "trace":
-        if item.trace is None:
-            raise ValueError("target='trace' but the row has no merged trace")
-        return item.trace
-    raise ValueError(f"target must be 'trace' or 'none', got {target!r}")
-
-
-def load_image(path: str, size: int) -> np.ndarray:
-    """uint8 [size, size, 3] RGB image (resized square, size a multiple of 28)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.uint8)
-
-
-def mcq_prompt_for(item: McqItem, settings: MediaSettings, modality: Modality) -> Prompt:
-    """Decode the item's remaining streams (after `modality` dropping) into the AVRT student prompt."""
-    from avcot.prompts import SYSTEM_PROMPT, mcq_student_prompt
-
-    item = drop_streams(item, modality)
-    frames, audio, fps = (None, None, 2.0)
-    if item.video is not None or item.audio is not None:
-        frames, audio, fps = load_av(item.video, item.audio, settings)
-    if modality == "v":
-        audio = None  # load_av reads the video's soundtrack when there is no audio file
-    image = load_image(item.image, settings.frame_size) if item.image is not None else None
-    return Prompt(instruction=mcq_student_prompt(item.question, item.options), system=SYSTEM_PROMPT,
-                  video=frames, audio=audio, image=image, fps=fps)
-
-
-def build_example(item: McqItem, *, processor, target: Target, settings: MediaSettings, modality: Modality,
-                  use_audio_in_video: bool) -> Example:
-    """One `Example` for `item`; `reference` is the gold letter."""
-    prompt = mcq_prompt_for(item, settings, modality)
-    enc = encode_example(processor, prompt, target_text(item, target), use_audio_in_video=use_audio_in_video)
-    return Example(id=item.id, encoded=enc, reference=item.answer)
-
-
-def item_length(item: McqItem, tokenizer, target: Target, modality: Modality, settings: MediaSettings) -> int:
-    """Estimated tokens of the item's example that vary between items: question, options, target, media."""
-    from avcot.length_batching import estimated_length, visual_tokens
-
-    item = drop_streams(item, modality)
-    texts = (item.question, *item.options, target_text(item, target))
-    seconds = audio_seconds(item.audio, item.video) if modality != "v" else 0.0
-    visual = (visual_tokens(settings.num_frames, settings.frame_size) if item.video else 0) + \
-        (visual_tokens(2, settings.frame_size) if item.image else 0)
-    return estimated_length(text_tokens(tokenizer, *texts), seconds, settings.max_seconds, visual)
+from datamodules.common import collate_examples
 
 
 def collate_mcq(items, pad_id: int, *, padding_side: str, hash_media: bool = False) -> dict | None:
@@ -137,31 +31,6 @@ def collate_mcq(items, pad_id: int, *, padding_side: str, hash_media: bool = Fal
     if isinstance(batch, dict):
         batch["meta"]["answers"] = list(batch["meta"]["references"])
     return batch
-
-
-def checked_item(row: dict, base_dir: Path, target: Target) -> McqItem:
-    """The row's `McqItem` after the up-front checks (fields, target, media files); `StageError` naming the stage."""
-    item = item_from_row(row, base_dir)
-    try:
-        target_text(item, target)
-    except ValueError as e:
-        raise StageError("target", str(e)) from e
-    problem = media_problem([item.video, item.audio], [item.image])
-    if problem is not None:
-        raise StageError("media", problem)
-    return item
-
-
-def prepare_items(path: str | Path, *, target: Target, policy: BadRowPolicy,
-                  rejects: RejectLog | None) -> tuple[list[ManifestRow], RowCounts]:
-    """Read + check an MCQ manifest: the rows that passed (items are `McqItem`s), and the up-front row counts."""
-    path = Path(path).expanduser().resolve()
-    kept, rows_in = load_manifest(path, required=REQUIRED_COLUMNS, policy=policy, rejects=rejects,
-                                  build=partial(checked_item, base_dir=path.parent, target=target))
-    counts = RowCounts(rows_in=rows_in, rows_used=len(kept), rows_rejected=rows_in - len(kept))
-    log.info("manifest %s: rows_in=%d rows_used=%d rows_rejected=%d (before decoding)", path, counts.rows_in,
-             counts.rows_used, counts.rows_rejected)
-    return kept, counts
 
 
 class McqDataModule(ManifestDataModule):
@@ -181,9 +50,9 @@ class McqDataModule(ManifestDataModule):
         batch_size: int = 2,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        num_frames: int = 4,
-        frame_size: int = 112,
-        max_seconds: float = 30.0,
+        num_frames: int = MCQ_MEDIA.num_frames,
+        frame_size: int = MCQ_MEDIA.frame_size,
+        max_seconds: float = MCQ_MEDIA.max_seconds,
         use_audio_in_video: bool = False,
         on_bad_row: BadRowPolicy = "skip",
         rejects_path: str | None = None,
@@ -206,7 +75,7 @@ class McqDataModule(ManifestDataModule):
             batch_size: Training batch size per device (prompts, for GRPO).
             eval_batch_size: Batch size for val/test/predict (defaults to batch_size).
             num_workers: DataLoader workers decoding media.
-            num_frames: Frames sampled uniformly per clip (even; the AVRT teachers use 8).
+            num_frames: Frames sampled uniformly per clip (even; 8, what the AVRT teachers see, by default).
             frame_size: Square frame side in pixels (multiple of 28).
             max_seconds: Clip length cap (the AVRT audio teacher hears 10 s).
             use_audio_in_video: Interleave the video's audio with its frames (Qwen2.5-Omni layout).
@@ -224,57 +93,19 @@ class McqDataModule(ManifestDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if modality not in ("av", "a", "v"):
-            raise ValueError(f"modality must be 'av', 'a' or 'v', got {modality!r}")
-        if target not in ("trace", "none"):
-            raise ValueError(f"target must be 'trace' or 'none', got {target!r}")
         self.media = MediaSettings(num_frames=num_frames, frame_size=frame_size, max_seconds=max_seconds)
+        self.task = McqTask(target=target, modality=modality, media=self.media, use_audio_in_video=use_audio_in_video)
         self.datasets: dict[str, ExampleDataset] = {}
 
-    def _items(self, path: str, target: Target) -> list[ManifestRow]:
-        source = str(Path(path).expanduser().resolve())
-        kept, counts = prepare_items(source, target=target, policy=self.hparams.on_bad_row, rejects=self.rejects)
-        self.rows_in[source] = counts.rows_in
-        return require_rows(kept, counts, path, self.rejects)
+    generating_stages = ("test", "predict")  # evaluation always generates: prompt-only, left-padded
 
-    def _dataset(self, rows: list[ManifestRow], path: str, target: Target) -> ExampleDataset:
-        hp = self.hparams
-        source = str(Path(path).expanduser().resolve())
-        build = partial(_build_from_row, items={r.item.id: r.item for r in rows}, processor=self.processor,
-                        target=target, settings=self.media, modality=hp.modality,
-                        use_audio_in_video=hp.use_audio_in_video)
-        return ExampleDataset(self.decoded_rows(rows, build, source), build, source=source, policy=hp.on_bad_row)
+    def stage_manifest(self, stage: str) -> str:
+        path = self.hparams.test_manifest or self.hparams.val_manifest
+        if not path:
+            raise ValueError(f"{stage} needs a manifest: set data.test_manifest in the config")
+        return path
 
-    def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
-        self.attach_report()
-        if stage in ("fit", "validate", None) and "train" not in self.datasets and hp.train_manifest:
-            rows = self._items(hp.train_manifest, hp.target)
-            if hp.val_manifest:
-                train, val = rows, self._items(hp.val_manifest, hp.target)
-            else:
-                train, val = self.split(rows)
-            self.datasets["train"] = self._dataset(train, hp.train_manifest, hp.target)
-            self.records["train"] = self.items(train, self.datasets["train"])
-            self.datasets["val"] = self._dataset(val, hp.val_manifest or hp.train_manifest, hp.target)
-        if stage in ("test", "predict") and stage not in self.datasets:
-            path = hp.test_manifest or hp.val_manifest
-            if not path:
-                raise ValueError(f"{stage} needs a manifest: set data.test_manifest in the config")
-            # Evaluation always generates: prompt-only, left-padded.
-            self.datasets[stage] = self._dataset(self._items(path, "none"), path, "none")
-
-    def record_length(self, record: McqItem, tokenizer) -> int:
-        return item_length(record, tokenizer, self.hparams.target, self.hparams.modality, self.media)
-
-    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
-        hp = self.hparams
-        prompt_only = split in ("test", "predict") or hp.target == "none"
-        bs = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
-        collate = partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
-                          padding_side="left" if prompt_only else "right", hash_media=self.hash_media)
-        return self.row_loader(split, bs, collate, shuffle=shuffle)
-
-
-def _build_from_row(row: dict, *, items: dict[str, McqItem], **kwargs) -> Example:
-    return build_example(items[str(row["id"])], **kwargs)
+    def collate_fn(self, split: str) -> Callable:
+        prompt_only = split in self.generating_stages or self.hparams.target == "none"
+        return partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
+                       padding_side="left" if prompt_only else "right", hash_media=self.hash_media)

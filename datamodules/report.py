@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from datamodules.common import RowCounts
+from avcot.data.rows import RowCounts, count_rows
 
 if TYPE_CHECKING:
     from datamodules.base import ManifestDataModule
@@ -37,11 +37,6 @@ def gathered_lines(trainer: L.Trainer, lines: dict[str, set[int]]) -> dict[str, 
         for source, found in part.items():
             merged.setdefault(source, set()).update(found)
     return merged
-
-
-def count_rows(rows_in: dict[str, int], rejected: dict[str, set[int]]) -> dict[str, RowCounts]:
-    """RowCounts per manifest from its row total and its rejected lines."""
-    return {src: RowCounts(n, n - len(rejected.get(src, ())), len(rejected.get(src, ()))) for src, n in rows_in.items()}
 
 
 def format_counts(when: str, counts: dict[str, RowCounts], rejects_path) -> list[str]:

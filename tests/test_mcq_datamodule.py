@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.common import BadRowError
+from avcot.data.rows import BadRowError
 
 TRACE = "<think>\n看到标志\n</think>\n<answer>{}</answer>"
 
@@ -95,7 +95,7 @@ def test_bad_answer_letter_names_file_and_row(tmp_path, data_dir):
 
 def test_drop_streams_keeps_video_soundtrack_for_audio_only():
     from avcot.records import McqItem
-    from datamodules.mcq import drop_streams
+    from avcot.data.mcq import drop_streams
 
     item = McqItem("x", "q?", ("a", "b"), "A", video="/v.mp4")
     assert drop_streams(item, "a").video is None and drop_streams(item, "a").audio == "/v.mp4"

@@ -19,7 +19,7 @@ Why a subclass and not a plain DataLoader (each point was a wrong batch order or
   with workers the indices were drawn (and sent to the workers) right then, from the sampler's constructor
   epoch (0). The torch iterator here is created on the first `next()`.
 - Rejects from workers. Workers are separate processes: a row that fails to decode comes back as a
-  `Skipped` in the batch (`collate_examples`), and the main process records it in the `RejectLog` via
+  `Skipped` in the batch (the collate function), and the main process records it in the `RejectLog` via
   `on_skipped`; a batch of skipped rows only becomes None (what the LightningModules skip).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from datamodules.common import Skipped, SkippedBatch
+from avcot.data.examples import Skipped, SkippedBatch
 
 _END = object()
 

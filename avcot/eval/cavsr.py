@@ -156,7 +156,7 @@ def evaluate_condition(model, settings: CavsrEvalSettings, condition: str) -> Co
 
 def truncated_clips(settings: CavsrEvalSettings, rows: Sequence[dict]) -> tuple[TruncatedClip, ...]:
     """Clips of `rows` whose audio or video goes on past max_seconds."""
-    from datamodules.cavsr import clip_from_row
+    from avcot.data.cavsr import clip_from_row
 
     base = Path(settings.data).expanduser().resolve().parent
     found = []

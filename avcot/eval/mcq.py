@@ -122,7 +122,7 @@ def evaluate_modality(model, settings: McqEvalSettings, modality: str) -> Condit
 
 def truncated_items(settings: McqEvalSettings, rows: Sequence[dict]) -> tuple[TruncatedClip, ...]:
     """Items whose audio or video goes on past max_seconds."""
-    from datamodules.mcq import item_from_row
+    from avcot.data.mcq import item_from_row
 
     base = Path(settings.data).expanduser().resolve().parent
     found = []

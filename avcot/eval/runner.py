@@ -55,7 +55,7 @@ def setup_predict(dm) -> bool:
     An eval goes on to the next condition: a condition with nothing to score is a row in the report
     (rows in = rejected), not the end of the run. Structural errors (unreadable manifest) still raise.
     """
-    from datamodules.common import BadRowError
+    from avcot.data.rows import BadRowError
 
     try:
         dm.setup("predict")
