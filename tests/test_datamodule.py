@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import BAD, SYNTH, traced_rows, write_manifest, write_traced_manifest
 
-from avcot.manifest import manifest_records, read_manifest
-from avcot.traces import AVCoTTrace, render_avcot
+from avcot.manifest import read_manifest
 from datamodules.cavsr import CavsrDataModule, prepare_clips
 from datamodules.common import (
     BadRowError,
@@ -20,31 +20,6 @@ from datamodules.common import (
     load_av,
     split_rows,
 )
-
-SYNTH = Path(__file__).parent / "data" / "synth"
-BAD = Path(__file__).parent / "data" / "bad"
-
-
-def trace_for(row: dict) -> str:
-    """A hand-written AV-CoT trace for a synth row (the committed fixtures carry no trace)."""
-    return render_avcot(AVCoTTrace(f"背景文字：{row['screen_text']}", row["pinyin"],
-                                   f"画面支持“{row['target']}”而不是“{row['competitor']}”", row["text"]))
-
-
-def write_manifest(rows: list[dict], path: Path) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def traced_rows(n: int = 12) -> list[dict]:
-    """Synth fixture rows with absolute media paths and a `trace` column."""
-    rows = manifest_records(SYNTH / "manifest.jsonl")[:n]
-    return [dict(r, video=str(SYNTH / r["video"]), audio=str(SYNTH / r["audio"]), trace=trace_for(r)) for r in rows]
-
-
-def write_traced_manifest(dst: Path, n: int = 12) -> Path:
-    return write_manifest(traced_rows(n), dst)
-
 
 def _dm(manifest: Path, tmp_path: Path, **kw) -> CavsrDataModule:
     kw.setdefault("rejects_path", str(tmp_path / "rejects.jsonl"))

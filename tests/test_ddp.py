@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from multiproc import run_ranks
 import torch
-from test_datamodule import write_traced_manifest
+from helpers import write_traced_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,10 +92,9 @@ def test_ddp_with_group_by_length_gives_each_rank_whole_grouped_batches(tmp_path
     the ranks see disjoint rows, and the second epoch is regrouped (set_epoch reaches the sampler)."""
     from avcot.length_batching import LengthGroupedSampler
     from datamodules.cavsr import CavsrDataModule
-    from test_group_by_length import _varied_rows
-    from test_datamodule import write_manifest
+    from helpers import varied_rows, write_manifest
 
-    manifest = write_manifest(_varied_rows(8), tmp_path / "m.jsonl")
+    manifest = write_manifest(varied_rows(8), tmp_path / "m.jsonl")
     script = tmp_path / "train.py"
     script.write_text(GROUPED_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

@@ -3,15 +3,11 @@ per epoch, less padding than the plain shuffle), and the length estimate tracks 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from avcot.length_batching import LengthGroupedSampler
 from datamodules.cavsr import CavsrDataModule
 from datamodules.common import EpochSeededSampler
-from test_datamodule import traced_rows, write_manifest
-
-SYNTH = Path(__file__).parent / "data" / "synth"
-
+from helpers import SYNTH, varied_rows, write_manifest
 
 def _epoch(loader) -> list[tuple[list[str], list[int]]]:
     """(ids, real token counts) per batch of one pass."""
@@ -22,16 +18,8 @@ def _pads(batches) -> int:
     return sum(max(n) * len(n) - sum(n) for _, n in batches)
 
 
-def _varied_rows(n: int) -> list[dict]:
-    """Traced synth rows whose traces differ a lot in length (so grouping has something to group)."""
-    rows = traced_rows(n)
-    for i, r in enumerate(rows):
-        r["trace"] = r["trace"] + "。" + "画面里的文字和发音一致" * (i % 4) * 3
-    return rows
-
-
 def test_cavsr_group_by_length_groups_and_estimates(tmp_path):
-    manifest = write_manifest(_varied_rows(12), tmp_path / "m.jsonl")
+    manifest = write_manifest(varied_rows(12), tmp_path / "m.jsonl")
     kw = dict(train_manifest=str(manifest), val_fraction=0.0, batch_size=3, rejects_path=str(tmp_path / "r.jsonl"))
     grouped, plain = CavsrDataModule(group_by_length=True, **kw), CavsrDataModule(**kw)
     for dm in (grouped, plain):
@@ -84,7 +72,7 @@ def test_a_rows_logits_do_not_depend_on_its_batch_companions(tiny_processor):
 
     from avcot.chat import collate, encode_example, model_inputs
     from avcot.model import load_thinker
-    from speed_fixtures import tiny_prompt
+    from helpers import tiny_prompt
 
     model = load_thinker(seed=3).eval()
     short = encode_example(tiny_processor, tiny_prompt(seed=1, seconds=1.0), "好")

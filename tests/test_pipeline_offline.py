@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import BAD, FAST_PIPELINE, SYNTH, read_jsonl, synth_rows, write_jsonl
 
 from avcot.pipeline import load_config, run_avrt, run_cavsr
 from avcot.pipeline.config import PipelineConfig, config_from_dict
@@ -19,29 +20,6 @@ from avcot.records import Clip, McqItem
 from avcot.traces import parse_answer, parse_avcot
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTH = ROOT / "tests" / "data" / "synth"
-BAD = ROOT / "tests" / "data" / "bad"
-FAST = {"progress": False, "cavsr": {"ocr_frames": 1, "caption_frames": 2}, "avrt": {"visual_frames": 1}}
-
-
-def synth_rows() -> list[dict]:
-    """Manifest rows with absolute media paths (so copies of the manifest can live anywhere)."""
-    rows = []
-    for line in (SYNTH / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        row["video"], row["audio"] = str(SYNTH / row["video"]), str(SYNTH / row["audio"])
-        rows.append(row)
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
-                            for r in rows), encoding="utf-8")
-    return path
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +40,7 @@ def cavsr_run(tmp_path_factory):
         {**good[1], "id": good[1]["id"]},  # duplicate id of a good row
     ]
     manifest = write_jsonl(tmp / "in.jsonl", [*good, *bad])
-    config = config_from_dict(FAST)
+    config = config_from_dict(FAST_PIPELINE)
     t0 = time.monotonic()
     counts = run_cavsr(manifest, tmp / "out", config)
     return tmp / "out", counts, good, time.monotonic() - t0, config, manifest
@@ -70,9 +48,9 @@ def cavsr_run(tmp_path_factory):
 
 def test_cavsr_exports_every_good_clip_with_a_valid_trace(cavsr_run):
     out, counts, good, _, _, _ = cavsr_run
-    clips = [Clip(**r) for r in jsonl(out / "sft.jsonl")]
+    clips = [Clip(**r) for r in read_jsonl(out / "sft.jsonl")]
     assert [c.id for c in clips] == [r["id"] for r in good]  # input order, nothing lost
-    assert pl.read_parquet(out / "sft.parquet").to_dicts() == jsonl(out / "sft.jsonl")
+    assert pl.read_parquet(out / "sft.parquet").to_dicts() == read_jsonl(out / "sft.jsonl")
     by_id = {r["id"]: r for r in good}
     for clip in clips:
         ref = by_id[clip.id]
@@ -92,7 +70,7 @@ def test_cavsr_exports_every_good_clip_with_a_valid_trace(cavsr_run):
 
 def test_cavsr_rejects_bad_rows_and_counts_add_up(cavsr_run):
     out, counts, good, _, _, _ = cavsr_run
-    rejects = {r["row_id"]: r for r in jsonl(out / "rejects.jsonl")}
+    rejects = {r["row_id"]: r for r in read_jsonl(out / "rejects.jsonl")}
     assert pl.read_parquet(out / "rejects.parquet").height == len(rejects)
     assert rejects["bad-notvideo"]["stage"] == "ocr" and "MediaError" in rejects["bad-notvideo"]["reason"]
     assert rejects["bad-notvideo"]["source"].endswith("not_a_video.mp4")
@@ -131,7 +109,7 @@ def test_changed_stage_config_recomputes_that_stage(cavsr_run, tmp_path):
         run_cavsr(manifest, out, strict)
         assert len(shards("ocr")) == n_ocr  # OCR does not depend on max_candidates
         assert len(shards("annotate")) > n_annot
-        trace = parse_avcot(jsonl(out / "sft.jsonl")[0]["trace"])
+        trace = parse_avcot(read_jsonl(out / "sft.jsonl")[0]["trace"])
         assert "could be any of: 实验, 试验. Because" in trace.reasoning  # cut to two candidates
     finally:
         run_cavsr(manifest, out, config)  # restore the module fixture's export for other tests
@@ -141,7 +119,7 @@ def test_cer_filter_and_mismatch_are_filtered_not_rejected(tmp_path):
     row = synth_rows()[0]
     same = {**row, "id": "same", "target": "", "competitor": "", "text": "一二三"}  # no homophone to swap
     manifest = write_jsonl(tmp_path / "in.jsonl", [same])
-    config = config_from_dict({**FAST, "roles": {"asr_b": {"kind": "rule_asr", "mode": "reference"}}})
+    config = config_from_dict({**FAST_PIPELINE, "roles": {"asr_b": {"kind": "rule_asr", "mode": "reference"}}})
     counts = run_cavsr(manifest, tmp_path / "out", config)
     assert (counts.kept, counts.filtered, counts.rejected) == (0, 1, 0)
     (f,) = pl.read_parquet(tmp_path / "out" / "filtered.parquet").to_dicts()
@@ -170,7 +148,7 @@ def avrt_run(tmp_path_factory):
         {**rows[0], "id": "bad-video", "video": str(BAD / "not_a_video.mp4")},
     ]
     manifest = write_jsonl(tmp / "mcq.jsonl", [*rows, *bad])
-    config = config_from_dict({**FAST, "roles": {"teacher_asr": {
+    config = config_from_dict({**FAST_PIPELINE, "roles": {"teacher_asr": {
         "kind": "rule_asr", "mode": "reference", "transcripts": str(SYNTH / "manifest.jsonl")}}})
     counts = run_avrt(manifest, tmp / "out", config)
     return tmp / "out", counts, rows
@@ -178,7 +156,7 @@ def avrt_run(tmp_path_factory):
 
 def test_avrt_keeps_both_correct_and_labels_difficulty(avrt_run):
     out, counts, rows = avrt_run
-    diff = {r["id"]: r for r in jsonl(out / "difficulty.jsonl")}
+    diff = {r["id"]: r for r in read_jsonl(out / "difficulty.jsonl")}
     assert set(diff) == {r["id"] for r in rows}  # a label for every good row, kept or not
     for r in diff.values():
         right = (r["visual_answer"] == r["answer"]) + (r["audio_answer"] == r["answer"])
@@ -189,7 +167,7 @@ def test_avrt_keeps_both_correct_and_labels_difficulty(avrt_run):
     # the sign reads 实验室 and the speech says 实验: both teachers pick A (实验)
     assert diff["synth-s0-0000-v"] == {"id": "synth-s0-0000-v", "answer": "A", "visual_answer": "A",
                                        "audio_answer": "A", "difficulty": "easy", "kept": True}
-    items = [McqItem(**{**r, "options": tuple(r["options"])}) for r in jsonl(out / "sft.jsonl")]
+    items = [McqItem(**{**r, "options": tuple(r["options"])}) for r in read_jsonl(out / "sft.jsonl")]
     assert [i.id for i in items] == [i for i, r in diff.items() if r["kept"]]
     assert counts.kept == len(items) and counts.filtered == len(rows) - len(items)
     for item in items:
@@ -200,11 +178,11 @@ def test_avrt_keeps_both_correct_and_labels_difficulty(avrt_run):
 def test_avrt_rl_manifest_lists_every_well_formed_item(avrt_run):
     """RL data is every well-formed question with its answer, not only the both-teachers-correct SFT rows."""
     out, counts, rows = avrt_run
-    rl = jsonl(out / "rl.jsonl")
+    rl = read_jsonl(out / "rl.jsonl")
     assert [r["id"] for r in rl] == [r["id"] for r in rows]  # input order, filtered ones included
     assert len(rl) > counts.kept  # more than the SFT export
     assert pl.read_parquet(out / "rl.parquet").to_dicts() == rl
-    labels = {r["id"]: r["difficulty"] for r in jsonl(out / "difficulty.jsonl")}
+    labels = {r["id"]: r["difficulty"] for r in read_jsonl(out / "difficulty.jsonl")}
     for got, want in zip(rl, rows):
         item = McqItem(**{**got, "options": tuple(got["options"])})
         assert (item.question, item.options, item.answer) == (want["question"], tuple(want["options"]), want["answer"])
@@ -213,7 +191,7 @@ def test_avrt_rl_manifest_lists_every_well_formed_item(avrt_run):
             assert (want[k] is None) == (got[k] is None)
             if got[k]:
                 assert (out / got[k]).resolve() == Path(want[k]).resolve()  # relative to the export
-    rejects = {r["row_id"]: r for r in jsonl(out / "rejects.jsonl")}
+    rejects = {r["row_id"]: r for r in read_jsonl(out / "rejects.jsonl")}
     assert rejects["bad-same-options"]["stage"] == "mcq_check"
     same = rejects["bad-same-options"]["reason"]
     assert "ill-formed MCQ" in same and "'实验'" in same

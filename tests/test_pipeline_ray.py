@@ -32,10 +32,10 @@ def test_ray_executor_matches_local(tmp_path):
 
     from avcot.pipeline import run_cavsr
     from avcot.pipeline.config import config_from_dict
-    from test_pipeline_offline import FAST, synth_rows, write_jsonl
+    from helpers import FAST_PIPELINE, synth_rows, write_jsonl
 
     manifest = write_jsonl(tmp_path / "in.jsonl", synth_rows()[:4])
-    local = config_from_dict(FAST)
+    local = config_from_dict(FAST_PIPELINE)
     c_local = run_cavsr(manifest, tmp_path / "local", local)
     try:
         c_ray = run_cavsr(manifest, tmp_path / "ray", dataclasses.replace(local, executor="ray", shard_size=2))

@@ -21,7 +21,8 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from test_datamodule import write_traced_manifest
+from helpers import write_traced_manifest
+from training_probes import BatchIds, StopAtStep
 
 from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule
@@ -52,34 +53,6 @@ def _run(manifest: Path, root: Path, recorder: LossRecorder, ckpt_path: str | No
                         default_root_dir=str(root))
     trainer.fit(SFTModule(lr=1e-2, lora=LoraSettings(dropout=0.0), warmup_steps=2), dm, ckpt_path=ckpt_path)
     return trainer
-
-
-class BatchIds(L.LightningModule):
-    """A one-weight module that records the ids of every training batch: the order is the property under test."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.ids: list[tuple[str, ...]] = []
-
-    def training_step(self, batch, batch_idx):
-        self.ids.append(tuple(batch["ids"]))
-        return self.w.sum() * batch["input_ids"].float().mean()
-
-    def validation_step(self, batch, batch_idx):
-        return None
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-class StopAtStep(Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True  # the interruption, right after the step-checkpoint is written
 
 
 def _fit_ids(manifest: Path, root: Path, *, group_by_length: bool, num_workers: int, max_steps: bool,
@@ -247,7 +220,7 @@ import json, sys
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from datamodules.cavsr import CavsrDataModule
-from test_resume import BatchIds, StopAtStep
+from training_probes import BatchIds, StopAtStep
 
 manifest, out, stop, ckpt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
@@ -275,7 +248,7 @@ def test_ddp_resume_sees_the_same_batches_on_every_rank(tmp_path):
     mid-epoch resume are still the uninterrupted run's, and a clip that fails to decode on one rank is counted
     once in the totals printed on rank 0."""
     from multiproc import run_ranks
-    from test_datamodule import BAD, traced_rows, write_manifest
+    from helpers import BAD, traced_rows, write_manifest
 
     rows = traced_rows(8)
     shutil.copy(BAD / "truncated.mp4", tmp_path / "t.mp4")

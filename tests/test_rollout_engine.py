@@ -20,7 +20,7 @@ from avcot.rollout import (
     sample,
     select_prompts,
 )
-from speed_fixtures import tiny_batch
+from helpers import tiny_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from test_datamodule import BAD, traced_rows, write_manifest
-from test_resume import BatchIds
+from helpers import BAD, traced_rows, write_manifest
+from training_probes import BatchIds
 
 from datamodules.cavsr import CavsrDataModule
 from datamodules.common import BadRowError

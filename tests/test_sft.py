@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from test_datamodule import write_traced_manifest
+from helpers import write_traced_manifest
 
 from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule
@@ -87,7 +87,7 @@ def test_qlora_nf4_step_on_cpu_changes_lora_weights(tmp_path, levers):
 
 def test_loss_falls_on_target_tokens_only(tmp_path):
     """The module's loss equals a hand-computed next-token CE over the labelled positions."""
-    from test_datamodule import traced_rows, write_manifest
+    from helpers import traced_rows, write_manifest
 
     from avcot.chat import model_inputs
 
@@ -120,7 +120,7 @@ def test_warmup_cosine_hand_values():
 
 
 def test_predict_step_returns_generations(tmp_path):
-    from test_datamodule import traced_rows, write_manifest
+    from helpers import traced_rows, write_manifest
 
     from avcot.records import Generation
     from avcot.traces import extract_transcription

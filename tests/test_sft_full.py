@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 from multiproc import run_ranks
-from test_datamodule import write_traced_manifest
+from helpers import write_traced_manifest
 
 from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_datamodule import write_traced_manifest
+from helpers import write_traced_manifest
 
 from avcot.model import LoraSettings
 from datamodules.cavsr import CavsrDataModule

@@ -8,7 +8,7 @@ from avcot.model import LoraSettings, apply_lora, load_thinker
 from avcot.thinker.forward import MediaItem, compute_media_features
 from avcot.thinker.encoder_cache import EncoderCache, item_key, tower_fingerprint
 from avcot.thinker.label_loss import sft_loss
-from speed_fixtures import tiny_batch
+from helpers import tiny_batch
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from avcot.model import LoraSettings, apply_lora, load_thinker
 from avcot.thinker.checkpointing import checkpointed_layer_names, disable_lm_checkpointing, enable_lm_checkpointing
 from avcot.thinker.label_loss import sft_loss
-from speed_fixtures import tiny_batch
+from helpers import tiny_batch
 
 
 def _step(model, batch):

@@ -10,7 +10,7 @@ from avcot.chat import model_inputs
 from avcot.model import LoraSettings, apply_lora, load_thinker
 from avcot.thinker.forward import MediaFeatures, compute_media_features, inputs_embeds_for, split_media
 from avcot.thinker.label_loss import label_only_loss, label_token_logprobs, sft_loss
-from speed_fixtures import tiny_batch
+from helpers import tiny_batch
 
 
 @pytest.fixture(scope="module")

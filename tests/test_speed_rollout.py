@@ -7,7 +7,7 @@ import torch
 from avcot.chat import model_inputs
 from avcot.model import LoraSettings, apply_lora, load_thinker
 from avcot.rollout import RolloutEngine, RolloutSettings, next_tokens
-from speed_fixtures import tiny_batch
+from helpers import tiny_batch
 
 
 def hf_generate_ids(model, batch, **kw) -> torch.Tensor:
