@@ -10,16 +10,13 @@ import pytest
 import torch
 from helpers import BAD, SYNTH, traced_rows, write_manifest, write_traced_manifest
 
+from avcot.data.cavsr import CavsrTask
+from avcot.data.clips import MediaSettings, load_clip
+from avcot.data.examples import EpochSeededSampler, prepare_rows
+from avcot.data.rows import BadRowError, RejectLog, split_rows
 from avcot.manifest import read_manifest
-from datamodules.cavsr import CavsrDataModule, prepare_clips
-from datamodules.common import (
-    BadRowError,
-    EpochSeededSampler,
-    MediaSettings,
-    RejectLog,
-    load_av,
-    split_rows,
-)
+from datamodules.cavsr import CavsrDataModule
+
 
 def _dm(manifest: Path, tmp_path: Path, **kw) -> CavsrDataModule:
     kw.setdefault("rejects_path", str(tmp_path / "rejects.jsonl"))
@@ -189,7 +186,8 @@ def test_error_mode_names_manifest_row_and_file(tmp_path, bad_id, needle):
 def test_missing_columns_is_always_an_error(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "text"} for r in traced_rows(2)]
     with pytest.raises(ValueError, match=r"lacks required column\(s\) \['text'\]"):
-        prepare_clips(write_manifest(rows, tmp_path / "m.jsonl"), target="avcot", policy="skip", rejects=None)
+        prepare_rows(write_manifest(rows, tmp_path / "m.jsonl"), CavsrTask(), with_target=True, policy="skip",
+                     rejects=None)
 
 
 def test_decode_failure_at_getitem_is_rejected_once_or_raised(tmp_path):
@@ -216,6 +214,11 @@ def test_decode_failure_at_getitem_is_rejected_once_or_raised(tmp_path):
     strict.setup("fit")
     with pytest.raises(BadRowError, match="row truncated.*line 3.*t.mp4"):
         strict.datasets["train"][idx]
+
+
+def load_av(video, audio, settings, other_video=None):
+    clip = load_clip(video, audio, settings, other_video=other_video)
+    return clip.frames, clip.audio, clip.fps
 
 
 def test_video_ablations(tmp_path):
@@ -291,8 +294,6 @@ def test_bad_settings_are_rejected():
 def test_a_manifest_with_every_row_rejected_is_an_error_not_zero_steps(tmp_path):
     """Skip mode still refuses to train on nothing: the error names the manifest and the rejects file."""
     import json
-
-    from datamodules.common import BadRowError
 
     manifest = tmp_path / "m.jsonl"
     rows = [{"id": f"r{i}", "video": f"missing{i}.mp4", "audio": None, "text": "实验"} for i in range(3)]

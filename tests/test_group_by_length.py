@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from avcot.data.examples import EpochSeededSampler
 from avcot.length_batching import LengthGroupedSampler
 from datamodules.cavsr import CavsrDataModule
-from datamodules.common import EpochSeededSampler
 from helpers import SYNTH, varied_rows, write_manifest
 
 def _epoch(loader) -> list[tuple[list[str], list[int]]]:

@@ -98,8 +98,8 @@ def test_interrupted_and_resumed_run_sees_the_same_batches(tmp_path, group_by_le
 
 
 def _counting_loader(built: list[int]):
-    from datamodules.common import EpochSeededSampler
-    from datamodules.loader import RowLoader
+    from avcot.data.examples import EpochSeededSampler
+    from avcot.data.loader import RowLoader
 
     class Items(torch.utils.data.Dataset):
         def __len__(self):

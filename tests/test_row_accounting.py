@@ -14,7 +14,7 @@ from helpers import BAD, traced_rows, write_manifest
 from training_probes import BatchIds
 
 from datamodules.cavsr import CavsrDataModule
-from datamodules.common import BadRowError
+from avcot.data.rows import BadRowError
 from datamodules.mcq import McqDataModule
 
 
