@@ -2,7 +2,7 @@
 
   python -m avcot.eval cavsr --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--base tiny|PATH]
                              [--ablations black,random,audio_only] [--prompt avcot|transcript]
-                             [--scoring avcot|wenet]
+                             [--scoring avcot|wenet] [--config YAML]
   python -m avcot.eval mcq   --ckpt ADAPTER_OR_CKPT --data MANIFEST --out DIR [--modalities a,v,av]
   python -m avcot.eval convert --benchmark omnibench --src dataset/batch-5_1142_20240817.jsonl --out m.jsonl
 
@@ -17,18 +17,27 @@ import logging
 import sys
 from pathlib import Path
 
+from avcot.data.clips import CAVSR_MEDIA, MCQ_MEDIA, MediaSettings
 from avcot.eval.loaders import BENCHMARKS
 from avcot.text import SCORINGS
 
 log = logging.getLogger("avcot.eval")
 
-MEDIA_DEFAULTS = {"frame_size": 112, "max_seconds": 30.0, "use_audio_in_video": False}
-"""Media settings when neither a flag nor the checkpoint's training_settings.json gives them."""
-CAVSR_DEFAULTS = {**MEDIA_DEFAULTS, "num_frames": 4, "prompt": "avcot"}
-MCQ_DEFAULTS = {**MEDIA_DEFAULTS, "num_frames": 8}
+
+def _defaults(media: MediaSettings) -> dict:
+    return {"frame_size": media.frame_size, "max_seconds": media.max_seconds, "use_audio_in_video": False,
+            "num_frames": media.num_frames}
+
+
+# Media settings when neither a flag nor the checkpoint's training_settings.json gives them: each task's one
+# default (`avcot.data.clips`), the same as its DataModule's and the demo's.
+CAVSR_DEFAULTS = {**_defaults(CAVSR_MEDIA), "prompt": "avcot"}
+MCQ_DEFAULTS = _defaults(MCQ_MEDIA)
 
 
 def _model_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--config", default=None,
+                    help="YAML of this command's flags (names as in --help, '-' or '_'); flags given here win")
     ap.add_argument("--ckpt", default=None, help="PEFT adapter dir, full checkpoint dir, or 'none' (base model only)")
     ap.add_argument("--base", default="tiny", help="base model: 'tiny' (embedded, random init) or a checkpoint dir")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights dtype")
@@ -74,6 +83,45 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def apply_config(ap: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Make the values of `--config FILE` the defaults of the chosen subcommand, so command-line flags win.
+
+    A key that is not one of the subcommand's flags, or a value its flag refuses, stops with a message
+    naming the file and the key. A list value (ablations, modalities) is joined with commas.
+    """
+    import yaml
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    path = pre.parse_known_args(argv)[0].config
+    sub = next((a for a in ap._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = next((a for a in argv if sub is not None and a in sub.choices), None)
+    if path is None or command is None:
+        return
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"--config {path}: cannot read it: {exc}") from exc
+    if not isinstance(values, dict):
+        raise SystemExit(f"--config {path}: expected a mapping of flag names to values")
+    actions = {a.dest: a for a in sub.choices[command]._actions if a.dest not in ("help", "config")}
+    for key, value in values.items():
+        action = actions.get(str(key).lstrip("-").replace("-", "_"))
+        if action is None:
+            raise SystemExit(f"--config {path}: {key!r} is not a flag of 'avcot.eval {command}' "
+                             f"(known: {', '.join(sorted(actions))})")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if action.type is not None and value is not None:
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError) as exc:
+                raise SystemExit(f"--config {path}: {key}: {exc}") from exc
+        if action.choices is not None and value not in action.choices:
+            raise SystemExit(f"--config {path}: {key}: {value!r} is not one of {list(action.choices)}")
+        action.default, action.required = value, False
+
+
 def _spec(args):
     from avcot.eval.runner import ModelSpec
 
@@ -97,7 +145,10 @@ def media_settings(args: argparse.Namespace, defaults: dict) -> tuple[dict, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    apply_config(parser, argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "convert":
         from avcot.eval.loaders import convert
