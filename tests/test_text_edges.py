@@ -1,9 +1,14 @@
 """Edges of avcot.text that a dropped loop or a shifted bound would change (found by tests/tools/mutate.py)."""
 from __future__ import annotations
 
+import sys
+import types
+from typing import get_args
+
 import pytest
 
-from avcot.text import cer, normalize_zh, tokenize_zh
+from avcot import text
+from avcot.text import SCORINGS, Scoring, cer, normalize_zh, scored_tokens, to_simplified, tokenize_zh
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -37,3 +42,42 @@ def test_tokens_of_a_composed_word_are_one_token() -> None:
 ])
 def test_word_joiner_edges(raw: str, expected: str) -> None:
     assert normalize_zh(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("a1,000", "a1000"),  # the comma follows a digit (the word's last character), so it joins
+    ("1a,2", "1a 2"),  # ... the word starts with a digit but ends with a letter: the comma splits
+])
+def test_comma_joins_only_after_a_digit_at_the_end_of_the_word(raw: str, expected: str) -> None:
+    assert normalize_zh(raw) == expected
+
+
+def test_scorings_lists_every_scoring_and_each_is_accepted() -> None:
+    assert set(SCORINGS) == set(get_args(Scoring))  # the eval CLI offers exactly these
+    assert all(scored_tokens("实验 ab", scoring=s) for s in SCORINGS)
+
+
+def test_installed_opencc_is_used_with_its_t2s_config(monkeypatch) -> None:
+    """With opencc importable, to_simplified is OpenCC('t2s').convert (not the small built-in table)."""
+    made: list[str] = []
+
+    class FakeOpenCC:
+        def __init__(self, config: str) -> None:
+            made.append(config)
+
+        def convert(self, s: str) -> str:
+            return s.replace("乾", "干")  # a pair the built-in table does not have
+
+    monkeypatch.setitem(sys.modules, "opencc", types.SimpleNamespace(OpenCC=FakeOpenCC))
+    text._opencc_t2s.cache_clear()
+    try:
+        assert to_simplified("乾淨") == "干淨"  # 淨 is in the table, but the converter replaces the table
+        assert made == ["t2s"]
+    finally:
+        text._opencc_t2s.cache_clear()
+
+
+def test_traditional_characters_stay_unless_t2s_is_asked_for() -> None:
+    assert tokenize_zh("這個") == ["這", "個"]  # default: no conversion (the reference may be traditional)
+    assert tokenize_zh("這個", t2s=True) == ["这", "个"]
+    assert normalize_zh("這個") == "這個" and normalize_zh("這個", t2s=True) == "这个"
