@@ -8,6 +8,9 @@ talker) is accepted too: only the thinker weights are loaded. Weights load from 
 checkpoint whose weights are pickle files (`pytorch_model.bin`, `*.pt`, ...) is refused with
 `UnsafeCheckpointError` before anything opens them, because unpickling can run arbitrary code.
 
+`checkpoint_kind` is the one place that decides what a model argument names (tiny, adapter dir, full model
+dir, Lightning .ckpt, hub id); `load_model(base, adapter)` is the one loader eval and the demo call.
+
 Both papers freeze the audio and vision encoders. LoRA goes on the language model only (`apply_lora`); the
 AVRT paper's SFT trains the whole language model (`train_language_model`). `quantization="nf4"` loads the
 base in 4-bit with bitsandbytes (QLoRA).
@@ -301,6 +304,74 @@ def load_adapter(model, adapter_dir: str, *, trainable: bool = False):
             "(only safetensors adapters are loaded)"
         )
     return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+
+
+CheckpointKind = Literal["tiny", "adapter", "full", "lightning", "hub"]
+
+
+def checkpoint_kind(where: str) -> CheckpointKind:
+    """What `where` names, decided here only: 'tiny' (the embedded model), 'adapter' (a PEFT adapter directory:
+    adapter_config.json), 'full' (a Hugging Face model directory: config.json), 'lightning' (a Lightning .ckpt
+    file: a pickle, never loaded as a model) or 'hub' (a hub id, read from the local HF cache).
+
+    A directory with neither file, any other file, or a missing path raises naming `where`.
+    """
+    from avcot.processor import checkpoint_location
+
+    if where == TINY:
+        return "tiny"
+    path = Path(where).expanduser()
+    if path.is_file() and path.suffix.lower() == ".ckpt":
+        return "lightning"
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return "adapter"
+        if (path / "config.json").is_file():
+            return "full"
+        raise FileNotFoundError(f"{where!r} has neither adapter_config.json (PEFT adapter) nor config.json "
+                                "(full checkpoint)")
+    checkpoint_location(where)  # a file, or a path that does not exist, raises naming it
+    return "hub"
+
+
+class AdapterLoadError(CheckpointError):
+    """A PEFT adapter could not be attached to its base (the message names both and the cause)."""
+
+
+def load_model(base: str = TINY, adapter: str | None = None, *, dtype: str = "float32",
+               quantization: Literal["none", "nf4"] = "none", seed: int = 0):
+    """The thinker to evaluate or serve, in eval mode: `base` ('tiny', a full model directory or a cached hub id)
+    with the PEFT `adapter` directory attached when one is given.
+
+    A `base` that is an adapter directory or a Lightning .ckpt is refused with what to pass instead (a .ckpt is
+    a pickle; the run also wrote its adapter and, for full fine-tuning, a safetensors model directory). A
+    failing adapter raises `AdapterLoadError`; a failing base raises `load_thinker`'s errors.
+    """
+    kind = checkpoint_kind(base)
+    if kind == "adapter":
+        raise CheckpointError(f"{base!r} is a LoRA adapter directory, not a model: pass it with --adapter (eval: "
+                              "--ckpt) and give the base model with --base")
+    if kind == "lightning":
+        raise UnsafeCheckpointError(
+            f"refusing to load {base}: a Lightning .ckpt is a pickle file, and unpickling can run arbitrary code; "
+            "pass the adapter directory the run saved (adapter-last/) or its exported model (model-last/)")
+    model = load_thinker(base, dtype=dtype, quantization=quantization, seed=seed)
+    if adapter:
+        try:
+            model = load_adapter(model, adapter, trainable=False)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise AdapterLoadError(f"cannot load LoRA adapter {adapter!r} onto {base!r}: {e}") from e
+    return model.eval()
+
+
+def base_and_adapter(ckpt: str | None, base: str) -> tuple[str, str | None]:
+    """(model, adapter) to load for a checkpoint given on top of `base` (eval's --ckpt): none -> (base, None);
+    an adapter directory -> (base, ckpt); a full model directory, hub id or .ckpt -> (ckpt, None)."""
+    if ckpt is None or str(ckpt).strip().lower() in ("", "none"):
+        return base, None
+    if checkpoint_kind(ckpt) == "adapter":
+        return base, str(Path(ckpt).expanduser())
+    return str(Path(ckpt).expanduser()) if Path(ckpt).expanduser().exists() else ckpt, None
 
 
 def count_parameters(model) -> tuple[int, int]:

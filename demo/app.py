@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id resolves from the local
 import gradio as gr  # noqa: E402
 
 from demo.inference import (  # noqa: E402
-    ClipError, MediaSettings, black_out, clean_options, load_clip, stream_qa, stream_transcription,
+    ClipError, DemoSettings, black_out, clean_options, load_clip, stream_qa, stream_transcription,
 )
 from demo.runtime import TINY_BANNER, LoadedModel, ModelLoadError, load_model  # noqa: E402
 from demo.safety import (  # noqa: E402
@@ -92,11 +92,11 @@ def _validated(path: str | None, kind: str, policy: UploadPolicy) -> Path:
         raise _user_error(e) from None
 
 
-def _transcribe_handler(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings):
+def _transcribe_handler(loaded: LoadedModel, policy: UploadPolicy, media: DemoSettings):
     def transcribe(video: str | None, reference: str, audio_only: bool) -> Iterator[tuple]:
         path = _validated(video, "video", policy)
         try:
-            clip = load_clip(path, media, need_audio=True)
+            clip = load_clip(path, media.cavsr, need_audio=True)
         except ClipError as e:
             raise _user_error(e) from None
         reference = reference or ""
@@ -117,7 +117,7 @@ def _transcribe_handler(loaded: LoadedModel, policy: UploadPolicy, media: MediaS
     return transcribe
 
 
-def _qa_handler(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings):
+def _qa_handler(loaded: LoadedModel, policy: UploadPolicy, media: DemoSettings):
     def answer(video: str | None, image: str | None, audio: str | None, question: str,
                a: str, b: str, c: str, d: str) -> Iterator[tuple]:
         if not video and not (image or audio):
@@ -127,7 +127,7 @@ def _qa_handler(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings)
         s = _validated(audio, "audio", policy) if audio else None
         try:
             options = clean_options([a, b, c, d])
-            clip = load_clip(v, media, audio=s, image=i, need_audio=False)
+            clip = load_clip(v, media.mcq, audio=s, image=i, need_audio=False)
             results = stream_qa(loaded, clip, question or "", options, max_new_tokens=media.max_new_tokens)
             for result in results:
                 yield qa_status(result), result.reasoning, answer_segments(options, result.answer), result.raw
@@ -137,7 +137,7 @@ def _qa_handler(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings)
     return answer
 
 
-def _transcribe_tab(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings, examples: list) -> None:
+def _transcribe_tab(loaded: LoadedModel, policy: UploadPolicy, media: DemoSettings, examples: list) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Video (mp4 / webm / mov / mkv / avi)", sources=["upload"], elem_id="tr-video")
@@ -170,7 +170,7 @@ def _transcribe_tab(loaded: LoadedModel, policy: UploadPolicy, media: MediaSetti
               api_name="transcribe", concurrency_id=GENERATION, concurrency_limit=1)
 
 
-def _qa_tab(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings, examples: list) -> None:
+def _qa_tab(loaded: LoadedModel, policy: UploadPolicy, media: DemoSettings, examples: list) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Video", sources=["upload"], elem_id="qa-video")
@@ -197,7 +197,7 @@ def _qa_tab(loaded: LoadedModel, policy: UploadPolicy, media: MediaSettings, exa
 
 
 def build_app(loaded: LoadedModel, upload_dir: Path, *, examples_dir: Path | None = DEFAULT_EXAMPLES,
-              max_upload_mb: float = 50.0, media: MediaSettings = MediaSettings()) -> gr.Blocks:
+              max_upload_mb: float = 50.0, media: DemoSettings = DemoSettings()) -> gr.Blocks:
     """The demo UI over `loaded`; uploads land in `upload_dir` (the caller owns and removes it)."""
     # Gradio reads its upload/cache folder from this variable when components and the app are built.
     # gr.Examples copies the bundled clips into it too, so it is the only folder handlers may read.
@@ -241,10 +241,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="create a public Gradio share link (off by default)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
     p.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES, help="bundled examples dir (manifest.jsonl)")
-    p.add_argument("--num-frames", type=int, default=MediaSettings.num_frames)
-    p.add_argument("--frame-size", type=int, default=MediaSettings.frame_size)
-    p.add_argument("--max-seconds", type=float, default=MediaSettings.max_seconds)
-    p.add_argument("--max-new-tokens", type=int, default=MediaSettings.max_new_tokens)
+    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: each task's own)")
+    p.add_argument("--frame-size", type=int, default=None, help="frame side in pixels (default: each task's own)")
+    p.add_argument("--max-seconds", type=float, default=None, help="clip length cap (default: each task's own)")
+    p.add_argument("--max-new-tokens", type=int, default=DemoSettings.max_new_tokens)
     return p.parse_args(argv)
 
 
@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    media = MediaSettings(num_frames=args.num_frames, frame_size=args.frame_size, max_seconds=args.max_seconds,
-                          max_new_tokens=args.max_new_tokens)
+    media = DemoSettings.from_flags(num_frames=args.num_frames, frame_size=args.frame_size,
+                                    max_seconds=args.max_seconds, max_new_tokens=args.max_new_tokens)
     uploads = UploadDir()
     atexit.register(uploads.cleanup)  # also on Ctrl-C / normal interpreter exit
     # SIGTERM (service managers, `kill`) would skip atexit and `finally`; treat it like Ctrl-C, which

@@ -7,6 +7,9 @@ stream is the final one (`transcribe` / `answer_mcq` return only that).
 
 The "audio-only" run replaces every frame with black (the paper's black-video ablation) so the
 difference between the two transcriptions is what the visual context changed.
+
+Clips are decoded by `avcot.data.clips.load_clip`, the loader training and eval use, with each task's
+`MediaSettings` (`DemoSettings`: the tasks' defaults, flags over them).
 """
 from __future__ import annotations
 
@@ -16,9 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from avcot.chat import Prompt, collate, encode_example
+from avcot.data.clips import CAVSR_MEDIA, MCQ_MEDIA, ClipMedia, MediaSettings
 from avcot.prompts import SYSTEM_PROMPT, mcq_student_prompt, student_prompt
 from avcot.traces import AVCoTTrace, extract_transcription, parse_avcot, split_think_answer
 from demo.runtime import LoadedModel
@@ -31,27 +33,23 @@ class ClipError(ValueError):
 
 
 @dataclass(frozen=True)
-class MediaSettings:
-    """How a clip is sampled for the model and how long the answer may be."""
+class DemoSettings:
+    """How each tab decodes its clips and how long an answer may be."""
 
-    num_frames: int = 4
-    """Frames sampled uniformly from the clip (even: Qwen's temporal patch is 2)."""
-    frame_size: int = 112
-    """Frame side in pixels (multiple of 28)."""
-    max_seconds: float = 10.0
-    """Only the first this-many seconds of video and audio are used."""
+    cavsr: MediaSettings = CAVSR_MEDIA
+    """Transcription tab: the CAVSR default unless a flag changes it."""
+    mcq: MediaSettings = MCQ_MEDIA
+    """Question tab: the MCQ default unless a flag changes it."""
     max_new_tokens: int = 160
     """Generation budget per answer."""
 
-
-@dataclass(frozen=True)
-class ClipMedia:
-    """Decoded model inputs of one clip."""
-
-    frames: np.ndarray | None  # [T, H, W, 3] uint8
-    audio: np.ndarray | None  # [N] float32, 16 kHz
-    image: np.ndarray | None  # [H, W, 3] uint8
-    fps: float
+    @classmethod
+    def from_flags(cls, *, num_frames: int | None = None, frame_size: int | None = None,
+                   max_seconds: float | None = None, max_new_tokens: int = 160) -> DemoSettings:
+        """Each task's default with the given (not None) values over it."""
+        given = {k: v for k, v in (("num_frames", num_frames), ("frame_size", frame_size),
+                                   ("max_seconds", max_seconds)) if v is not None}
+        return cls(replace(CAVSR_MEDIA, **given), replace(MCQ_MEDIA, **given), max_new_tokens)
 
 
 @dataclass(frozen=True)
@@ -84,44 +82,22 @@ class QaResult:
 
 def load_clip(video: Path | None, settings: MediaSettings, *, audio: Path | None = None,
               image: Path | None = None, need_audio: bool = True) -> ClipMedia:
-    """Decode frames and audio (from `audio` if given, else the video's own track)."""
-    from avcot.media import MediaError, load_audio, load_frames, probe
+    """Decode frames and audio (from `audio` if given, else the video's own track) with `avcot.data.clips.load_clip`;
+    `ClipError` with a message for the user when the clip cannot be used."""
+    from avcot.data.clips import load_clip as decode
+    from avcot.media import MediaError
 
-    size = (settings.frame_size, settings.frame_size)
+    if need_audio and audio is None and video is None:
+        raise ClipError("this task needs audio: the clip has none")
     try:
-        frames = None
-        fps = 2.0
-        if video is not None:
-            frames = load_frames(video, num_frames=settings.num_frames, size=size, max_seconds=settings.max_seconds)
-            seconds = min(float(probe(video).duration_s or settings.max_seconds), settings.max_seconds)
-            fps = len(frames) / max(seconds, 1e-3)  # temporal positions follow the real sampling rate
-        pic = _load_image(image, size) if image is not None else None
-        sound = _load_sound(audio or video, settings, need_audio, load_audio, MediaError)
+        media = decode(video, audio, settings, image=image, audio_required=False)
     except MediaError as e:
         raise ClipError(f"cannot decode {_name(video or audio or image)}: {e}") from None
-    if frames is None and sound is None and pic is None:
+    if need_audio and media.audio is None:
+        raise ClipError(f"{_name(audio or video)} has no readable audio track; speech recognition needs audio")
+    if media.frames is None and media.audio is None and media.image is None:
         raise ClipError("nothing to run on: give a video, or an image and an audio file")
-    return ClipMedia(frames=frames, audio=sound, image=pic, fps=fps)
-
-
-def _load_sound(path: Path | None, settings: MediaSettings, need_audio: bool, load_audio, media_error):
-    if path is None:
-        if need_audio:
-            raise ClipError("this task needs audio: the clip has none")
-        return None
-    try:
-        return load_audio(path, sr=16000, max_seconds=settings.max_seconds)
-    except media_error:
-        if need_audio:
-            raise ClipError(f"{_name(path)} has no readable audio track; speech recognition needs audio") from None
-        return None
-
-
-def _load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB").resize(size), dtype=np.uint8)  # [H, W, 3], writable for torch
+    return media
 
 
 def _name(path: Path | None) -> str:

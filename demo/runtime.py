@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from avcot.processor import TINY
@@ -45,31 +44,19 @@ class LoadedModel:
         return f"Loaded: {base}{merged}"
 
 
-def _check_not_adapter(base: str) -> None:
-    """A LoRA adapter passed as --base gets a hint instead of a confusing config error."""
-    path = Path(base).expanduser()
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        raise ModelLoadError(f"{base!r} is a LoRA adapter directory, not a model: pass it with --adapter and "
-                             "give the base model with --base")
-
-
 def load_model(base: str = TINY, adapter: str | None = None, *, dtype: str = "float32",
                quantization: str = "none", seed: int = 0) -> LoadedModel:
-    """Load processor + thinker (+ adapter) in eval mode; `ModelLoadError` with a clear message on failure."""
-    from avcot.model import load_adapter, load_thinker
+    """Load thinker (+ adapter) with `avcot.model.load_model` and the base's processor, in eval mode;
+    `ModelLoadError` with a clear message on failure (an adapter passed as --base gets a hint)."""
+    from avcot.model import AdapterLoadError
+    from avcot.model import load_model as load_thinker_model
     from avcot.processor import load_processor
 
-    if base != TINY:
-        _check_not_adapter(base)
     try:
+        model = load_thinker_model(base, adapter, dtype=dtype, quantization=quantization, seed=seed)
         processor = load_processor(base)
-        model = load_thinker(base, dtype=dtype, quantization=quantization, seed=seed)
+    except AdapterLoadError as e:
+        raise ModelLoadError(str(e)) from e
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot load base model {base!r}: {e}") from e
-    if adapter:
-        try:
-            model = load_adapter(model, adapter, trainable=False)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"cannot load LoRA adapter {adapter!r} onto {base!r}: {e}") from e
-    model.eval()
     return LoadedModel(model=model, processor=processor, base=base, adapter=adapter)

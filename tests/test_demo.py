@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from avcot.traces import AVCoTTrace, render_avcot
+from avcot.data.clips import MediaSettings
 from demo.inference import (
-    ClipError, ClipMedia, MediaSettings, black_out, clean_options, load_clip, partial_trace, qa_result,
+    ClipError, ClipMedia, DemoSettings, black_out, clean_options, load_clip, partial_trace, qa_result,
     stream_text, transcription_result,
 )
 from demo.runtime import ModelLoadError, load_model
@@ -325,7 +326,7 @@ def served(tiny, tmp_path_factory):
     uploads = UploadDir(tmp_path_factory.mktemp("uploads"))
     old_tmp = os.environ.get("GRADIO_TEMP_DIR")  # build_app points Gradio's cache at the upload dir
     app = build_app(tiny, uploads.path, examples_dir=SYNTH, max_upload_mb=1,
-                    media=MediaSettings(max_new_tokens=24))
+                    media=DemoSettings(max_new_tokens=24))
     _, url, _ = launch(app, port=_free_port(), max_upload_mb=1, prevent_thread_lock=True)
     yield app, url, uploads.path
     app.close()
@@ -465,7 +466,7 @@ def test_handler_refuses_paths_outside_its_roots(tiny, tmp_path):
 
     uploads = tmp_path / "up"
     uploads.mkdir()
-    handler = _transcribe_handler(tiny, UploadPolicy(roots=(uploads, SYNTH)), MediaSettings(max_new_tokens=4))
+    handler = _transcribe_handler(tiny, UploadPolicy(roots=(uploads, SYNTH)), DemoSettings(max_new_tokens=4))
     for path in (str(uploads / ".." / ".." / "etc" / "passwd"), "/etc/hostname", str(SYNTH / ".." / "bad" / "x.mp4")):
         with pytest.raises(gr.Error, match="only files uploaded to this demo"):
             next(handler(path, "", False))

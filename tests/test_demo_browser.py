@@ -30,14 +30,14 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from demo.app import build_app, launch
-    from demo.inference import MediaSettings
+    from demo.inference import DemoSettings
     from demo.runtime import load_model
     from demo.safety import UploadDir
 
     uploads = UploadDir(tmp_path_factory.mktemp("uploads"))
     old_tmp = os.environ.get("GRADIO_TEMP_DIR")
     app = build_app(load_model("tiny"), uploads.path, examples_dir=SYNTH, max_upload_mb=1,
-                    media=MediaSettings(max_new_tokens=32))
+                    media=DemoSettings(max_new_tokens=32))
     _, url, _ = launch(app, port=_free_port(), max_upload_mb=1, prevent_thread_lock=True)
     yield url
     app.close()

@@ -11,8 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from avcot.eval.cavsr import CavsrEvalSettings, datamodule_for, parse_ablations
-from avcot.eval.runner import checkpoint_kind
+from avcot.data.rows import RejectLog
+from avcot.eval.cavsr import CavsrEvalSettings, parse_ablations, read_condition
+from avcot.eval.runner import predict_batches
+from avcot.model import base_and_adapter, checkpoint_kind
+from avcot.processor import load_processor
 
 SYNTH = Path(__file__).parent / "data" / "synth"
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +36,10 @@ def manifest(tmp_path_factory) -> Path:
 
 
 def _batch(manifest: Path, out: Path, condition: str) -> dict:
-    dm = datamodule_for(CavsrEvalSettings(data=str(manifest), out=str(out), batch_size=3), condition)
-    (batch,) = list(dm.predict_dataloader())
-    assert batch["ids"] == ["synth-s0-0000", "synth-s0-0001", "synth-s0-0002"]
+    processor, rejects = load_processor("tiny"), RejectLog(None)
+    data = read_condition(CavsrEvalSettings(data=str(manifest), out=str(out)), condition, processor, rejects)
+    ((examples, batch),) = list(predict_batches(data.dataset, processor.tokenizer.pad_token_id, 3, rejects))
+    assert [e.id for e in examples] == ["synth-s0-0000", "synth-s0-0001", "synth-s0-0002"]
     return batch
 
 
@@ -78,7 +82,7 @@ def test_parse_ablations_and_checkpoint_kind(tmp_path):
     assert parse_ablations("") == ()
     with pytest.raises(ValueError, match="unknown ablation"):
         parse_ablations("blurry")
-    assert checkpoint_kind(None) == "none" and checkpoint_kind("none") == "none"
+    assert base_and_adapter(None, "tiny") == ("tiny", None) and base_and_adapter("none", "tiny") == ("tiny", None)
     with pytest.raises(FileNotFoundError, match="neither adapter_config.json"):
         checkpoint_kind(str(tmp_path))
 

@@ -1,8 +1,8 @@
 """CAVSR evaluation: greedy transcription per video condition, corpus CER, report.
 
-For every requested condition the manifest goes through `datamodules.cavsr.CavsrDataModule` (so the
-prompt, media decoding and encoding are exactly the training path), predict batches are left-padded,
-and the model generates greedily. Conditions follow the VASR paper's ablations:
+For every requested condition the manifest goes through `avcot.data.cavsr.CavsrTask` (so the row checks,
+prompt, media decoding and encoding are exactly the training path), batches are left-padded, and the model
+generates greedily. Conditions follow the VASR paper's ablations:
 
 - true        the clip's own video
 - black       all-zero frames (same shape, so the token count matches "true")
@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from avcot.data.cavsr import CavsrTask
+from avcot.data.clips import CAVSR_MEDIA, MediaSettings
+from avcot.data.rows import RejectLog
 from avcot.eval.accounting import (
     ConditionCounts,
     ConditionOutcome,
@@ -43,19 +46,19 @@ from avcot.eval.metrics import ABLATIONS, CavsrPrediction, cer_by_ablation, cer_
 from avcot.eval.report import ReportFiles, write_cavsr_report
 from avcot.eval.runner import (
     ModelSpec,
+    ConditionRows,
     condition_rejects_path,
-    generate_loader,
+    condition_rows,
+    generate_condition,
     load_eval_model,
     processor_source,
-    rows_in,
-    setup_predict,
 )
 from avcot.text import Scoring
 
 log = logging.getLogger(__name__)
 
 VIDEO_MODE = {"true": "true", "black": "black", "random": "random", "audio_only": "none"}
-"""Eval condition -> CavsrDataModule `video` setting."""
+"""Eval condition -> `MediaSettings.video`."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ class CavsrEvalSettings:
     """Instruction: 'avcot' (AV-CoT trace) or 'transcript' (plain, for a w/o-AV-CoT adapter)."""
     batch_size: int = 4
     max_new_tokens: int = 256
-    num_frames: int = 4
-    frame_size: int = 112
-    max_seconds: float = 30.0
+    num_frames: int = CAVSR_MEDIA.num_frames
+    frame_size: int = CAVSR_MEDIA.frame_size
+    max_seconds: float = CAVSR_MEDIA.max_seconds
     use_audio_in_video: bool = False
     t2s: bool = False
     """Convert traditional to simplified characters before scoring."""
@@ -114,51 +117,46 @@ def conditions(settings: CavsrEvalSettings) -> tuple[str, ...]:
     return ("true",) + tuple(a for a in settings.ablations if a != "true")
 
 
-def _datamodule(settings: CavsrEvalSettings, condition: str):
-    from datamodules.cavsr import CavsrDataModule
-
-    return CavsrDataModule(
-        predict_manifest=settings.data, processor=processor_source(settings.model), target=settings.prompt,
-        seed=settings.seed, eval_batch_size=settings.batch_size, num_frames=settings.num_frames,
-        frame_size=settings.frame_size, max_seconds=settings.max_seconds, video=VIDEO_MODE[condition],
-        use_audio_in_video=settings.use_audio_in_video, on_bad_row="skip",
-        rejects_path=str(condition_rejects_path(settings.out, condition)),
-    )
+def task_for(settings: CavsrEvalSettings, condition: str) -> CavsrTask:
+    """The CAVSR task of one condition: the settings' prompt and media, the condition's video."""
+    media = MediaSettings(num_frames=settings.num_frames, frame_size=settings.frame_size,
+                          max_seconds=settings.max_seconds, video=VIDEO_MODE[condition])
+    return CavsrTask(target=settings.prompt, media=media, use_audio_in_video=settings.use_audio_in_video,
+                     seed=settings.seed)
 
 
-def datamodule_for(settings: CavsrEvalSettings, condition: str):
-    """A predict-ready CavsrDataModule for one condition (rejects in `condition_rejects_path`)."""
-    dm = _datamodule(settings, condition)
-    dm.setup("predict")
-    return dm
+def read_condition(settings: CavsrEvalSettings, condition: str, processor, rejects: RejectLog) -> ConditionRows:
+    """The manifest's rows under one condition, checked, with their prompt-only examples."""
+    return condition_rows(task_for(settings, condition), settings.data, processor, rejects)
 
 
-def evaluate_condition(model, settings: CavsrEvalSettings, condition: str) -> ConditionOutcome[CavsrPrediction]:
+def evaluate_condition(model, processor, settings: CavsrEvalSettings,
+                       condition: str) -> ConditionOutcome[CavsrPrediction]:
     """Generate and score every clip of the manifest under one condition; count where each row went."""
     partial = condition_rejects_path(settings.out, condition)
     partial.unlink(missing_ok=True)
-    dm = _datamodule(settings, condition)
-    rows = tuple(dm.datasets["predict"].rows) if setup_predict(dm) else ()
-    cues = {str(r["id"]): str(r.get("cue") or "") for r in rows}
+    reject_log = RejectLog(partial)
+    data = read_condition(settings, condition, processor, reject_log)
+    cues = {str(r["id"]): str(r.get("cue") or "") for r in data.rows}
     preds = []
-    if rows:
-        for gen in generate_loader(model, dm.processor, dm.predict_dataloader(),
-                                   max_new_tokens=settings.max_new_tokens, desc=f"cavsr/{condition}",
-                                   progress=settings.progress):
-            for rid, ref, text in zip(gen.ids, gen.references, gen.texts):
-                preds.append(score_cavsr(rid, condition, ref, text, cue=cues.get(rid, ""), t2s=settings.t2s,
-                                         scoring=settings.scoring))
+    for gen in generate_condition(model, processor, data, batch_size=settings.batch_size, rejects=reject_log,
+                                  max_new_tokens=settings.max_new_tokens, desc=f"cavsr/{condition}",
+                                  progress=settings.progress):
+        for rid, ref, text in zip(gen.ids, gen.references, gen.texts):
+            preds.append(score_cavsr(rid, condition, ref, text, cue=cues.get(rid, ""), t2s=settings.t2s,
+                                     scoring=settings.scoring))
     rejects = read_rejects(partial, condition)
     partial.unlink(missing_ok=True)
-    return ConditionOutcome(tuple(preds), tuple(rejects), condition_counts(condition, rows_in(dm), len(preds), rejects),
-                            rows)
+    return ConditionOutcome(tuple(preds), tuple(rejects), condition_counts(condition, data.rows_in, len(preds),
+                                                                           rejects), data.rows)
 
 
 def truncated_clips(settings: CavsrEvalSettings, rows: Sequence[dict]) -> tuple[TruncatedClip, ...]:
     """Clips of `rows` whose audio or video goes on past max_seconds."""
     from avcot.data.cavsr import clip_from_row
+    from avcot.manifest import manifest_source
 
-    base = Path(settings.data).expanduser().resolve().parent
+    base = manifest_source(settings.data).parent
     found = []
     for row in first_rows(rows):
         clip = clip_from_row(row, base)  # the true-video condition always runs: the video counts too
@@ -183,9 +181,12 @@ def run_cavsr(settings: CavsrEvalSettings) -> CavsrEvalResult:
     """Evaluate `settings.model` on `settings.data` under every condition and write the report."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
+    from avcot.processor import load_processor
+
     (out / "rejects.jsonl").unlink(missing_ok=True)  # a run that stops half-way leaves no earlier run's rejects
     model = load_eval_model(settings.model)
-    outcomes = [evaluate_condition(model, settings, c) for c in conditions(settings)]
+    processor = load_processor(processor_source(settings.model))
+    outcomes = [evaluate_condition(model, processor, settings, c) for c in conditions(settings)]
     preds = [p for o in outcomes for p in o.predictions]
     rejects = [r for o in outcomes for r in o.rejects]
     write_rejects(out / "rejects.jsonl", rejects)  # this run's rejects only, each with its condition

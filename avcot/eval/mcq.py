@@ -1,7 +1,8 @@
 """MCQ (AVRT) evaluation: greedy answers per modality condition, accuracy, format-valid rate, report.
 
-Every item is asked once per requested condition through `datamodules.mcq.McqDataModule` (prompt-only,
-left-padded): "av" with all its streams, "a" with the video/image dropped, "v" with the audio dropped.
+Every item is asked once per requested condition through `avcot.data.mcq.McqTask` (the training path's row
+checks, prompt and encoding; prompt-only, left-padded): "av" with all its streams, "a" with the video/image
+dropped, "v" with the audio dropped.
 The letter is parsed from the last <answer> tag; format validity is `avcot.rewards.format_reward`.
 Difficulty (easy / medium / hard) is read from the manifest's `difficulty` column, which the AVRT data
 pipeline fills from teacher correctness; public benchmarks have none ("unknown"). rejects.jsonl tags each
@@ -17,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from avcot.data.clips import MCQ_MEDIA, MediaSettings
+from avcot.data.mcq import McqTask
+from avcot.data.rows import RejectLog
 from avcot.eval.accounting import (
     ConditionCounts,
     ConditionOutcome,
@@ -32,12 +36,12 @@ from avcot.eval.metrics import MODALITIES, McqPrediction, score_mcq, summarize_m
 from avcot.eval.report import ReportFiles, write_mcq_report
 from avcot.eval.runner import (
     ModelSpec,
+    ConditionRows,
     condition_rejects_path,
-    generate_loader,
+    condition_rows,
+    generate_condition,
     load_eval_model,
     processor_source,
-    rows_in,
-    setup_predict,
 )
 
 log = logging.getLogger(__name__)
@@ -56,9 +60,9 @@ class McqEvalSettings:
     """Conditions: a (audio only), v (video/image only), av (both)."""
     batch_size: int = 4
     max_new_tokens: int = 512
-    num_frames: int = 8
-    frame_size: int = 112
-    max_seconds: float = 30.0
+    num_frames: int = MCQ_MEDIA.num_frames
+    frame_size: int = MCQ_MEDIA.frame_size
+    max_seconds: float = MCQ_MEDIA.max_seconds
     use_audio_in_video: bool = False
     progress: bool = True
     settings_from: str = ""
@@ -85,46 +89,43 @@ def parse_modalities(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names)) or MODALITIES
 
 
-def datamodule_for(settings: McqEvalSettings, modality: str, *, setup: bool = True):
-    """A McqDataModule for one modality condition (rejects in `condition_rejects_path`), predict-ready by default."""
-    from datamodules.mcq import McqDataModule
-
-    dm = McqDataModule(
-        test_manifest=settings.data, processor=processor_source(settings.model), target="none", modality=modality,
-        eval_batch_size=settings.batch_size, num_frames=settings.num_frames, frame_size=settings.frame_size,
-        max_seconds=settings.max_seconds, use_audio_in_video=settings.use_audio_in_video, on_bad_row="skip",
-        rejects_path=str(condition_rejects_path(settings.out, modality)),
-    )
-    if setup:
-        dm.setup("predict")
-    return dm
+def task_for(settings: McqEvalSettings, modality: str) -> McqTask:
+    """The prompt-only MCQ task of one modality condition."""
+    media = MediaSettings(num_frames=settings.num_frames, frame_size=settings.frame_size,
+                          max_seconds=settings.max_seconds)
+    return McqTask(target="none", modality=modality, media=media, use_audio_in_video=settings.use_audio_in_video)
 
 
-def evaluate_modality(model, settings: McqEvalSettings, modality: str) -> ConditionOutcome[McqPrediction]:
+def read_condition(settings: McqEvalSettings, modality: str, processor, rejects: RejectLog) -> ConditionRows:
+    """The manifest's items under one modality condition, checked, with their prompt-only examples."""
+    return condition_rows(task_for(settings, modality), settings.data, processor, rejects)
+
+
+def evaluate_modality(model, processor, settings: McqEvalSettings, modality: str) -> ConditionOutcome[McqPrediction]:
     """Generate and score every item under one modality condition; count where each row went."""
     partial = condition_rejects_path(settings.out, modality)
     partial.unlink(missing_ok=True)
-    dm = datamodule_for(settings, modality, setup=False)
-    rows = tuple(dm.datasets["predict"].rows) if setup_predict(dm) else ()
-    difficulty = {str(r["id"]): r.get("difficulty") for r in rows}
+    reject_log = RejectLog(partial)
+    data = read_condition(settings, modality, processor, reject_log)
+    difficulty = {str(r["id"]): r.get("difficulty") for r in data.rows}
     preds = []
-    if rows:
-        for gen in generate_loader(model, dm.processor, dm.predict_dataloader(),
-                                   max_new_tokens=settings.max_new_tokens, desc=f"mcq/{modality}",
-                                   progress=settings.progress):
-            for rid, gold, text in zip(gen.ids, gen.references, gen.texts):
-                preds.append(score_mcq(rid, modality, gold, text, difficulty=difficulty.get(rid)))
+    for gen in generate_condition(model, processor, data, batch_size=settings.batch_size, rejects=reject_log,
+                                  max_new_tokens=settings.max_new_tokens, desc=f"mcq/{modality}",
+                                  progress=settings.progress):
+        for rid, gold, text in zip(gen.ids, gen.references, gen.texts):
+            preds.append(score_mcq(rid, modality, gold, text, difficulty=difficulty.get(rid)))
     rejects = read_rejects(partial, modality)
     partial.unlink(missing_ok=True)
-    return ConditionOutcome(tuple(preds), tuple(rejects), condition_counts(modality, rows_in(dm), len(preds), rejects),
-                            rows)
+    return ConditionOutcome(tuple(preds), tuple(rejects), condition_counts(modality, data.rows_in, len(preds),
+                                                                           rejects), data.rows)
 
 
 def truncated_items(settings: McqEvalSettings, rows: Sequence[dict]) -> tuple[TruncatedClip, ...]:
     """Items whose audio or video goes on past max_seconds."""
     from avcot.data.mcq import item_from_row
+    from avcot.manifest import manifest_source
 
-    base = Path(settings.data).expanduser().resolve().parent
+    base = manifest_source(settings.data).parent
     found = []
     for row in first_rows(rows):
         item = item_from_row(row, base)
@@ -139,9 +140,12 @@ def run_mcq(settings: McqEvalSettings) -> McqEvalResult:
     """Evaluate `settings.model` on `settings.data` under every modality condition and write the report."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
+    from avcot.processor import load_processor
+
     (out / "rejects.jsonl").unlink(missing_ok=True)  # a run that stops half-way leaves no earlier run's rejects
     model = load_eval_model(settings.model)
-    outcomes = [evaluate_modality(model, settings, m) for m in settings.modalities]
+    processor = load_processor(processor_source(settings.model))
+    outcomes = [evaluate_modality(model, processor, settings, m) for m in settings.modalities]
     preds = [p for o in outcomes for p in o.predictions]
     rejects = [r for o in outcomes for r in o.rejects]
     write_rejects(out / "rejects.jsonl", rejects)  # this run's rejects only, each with its condition

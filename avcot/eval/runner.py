@@ -1,22 +1,25 @@
-"""Model loading, per-condition DataModule setup and batched greedy generation shared by the CAVSR and MCQ evals.
+"""Model loading, per-condition rows and batched greedy generation shared by the CAVSR and MCQ evals.
 
 `--ckpt` may be: empty / "none" (the base model alone), a PEFT adapter directory (adapter_config.json +
 adapter_model.safetensors, as `lit_modules/sft.py` writes), or a full thinker checkpoint directory
-(config.json + safetensors, e.g. merged weights). The processor comes from the full checkpoint when it
-carries one, else from `--base`.
+(config.json + safetensors, e.g. merged weights); `avcot.model.checkpoint_kind` decides which and
+`avcot.model.load_model` loads it. The processor comes from the full checkpoint when it carries one, else
+from `--base`. Each condition's rows go through `avcot.data` (the row checks, prompts and encoding of the
+training path): read and checked up front, decoded lazily, batched left-padded in manifest order.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
+from avcot.chat import collate
+from avcot.data.examples import Example, ExampleDataset, RowTask, Skipped, example_dataset, prepare_rows
+from avcot.data.rows import RejectLog
+from avcot.manifest import manifest_source
 from avcot.rollout import generate_texts
-
-CkptKind = Literal["none", "adapter", "full"]
 
 
 @dataclass(frozen=True)
@@ -49,47 +52,54 @@ def condition_rejects_path(out: str | Path, condition: str) -> Path:
     return Path(out) / f"rejects.{condition}.partial.jsonl"
 
 
-def setup_predict(dm) -> bool:
-    """`dm.setup("predict")`; False (rejects recorded) when every row was rejected, instead of raising.
+@dataclass(frozen=True)
+class ConditionRows:
+    """One condition's rows of the manifest: the checked records, how many came in, their examples."""
 
-    An eval goes on to the next condition: a condition with nothing to score is a row in the report
-    (rows in = rejected), not the end of the run. Structural errors (unreadable manifest) still raise.
+    rows: tuple[dict, ...]
+    """Records that passed the up-front checks (empty when every row was rejected)."""
+    rows_in: int
+    """Entries the manifest holds."""
+    dataset: ExampleDataset | None
+    """Their prompt-only examples, decoded lazily; None when no row passed."""
+
+
+def condition_rows(task: RowTask, manifest: str, processor, rejects: RejectLog) -> ConditionRows:
+    """Read and check `manifest` for one condition (`task` fixes the prompt and media), rejects into `rejects`.
+
+    A condition with nothing to score is a row in the report (rows in = rejected), not the end of the run;
+    structural errors (unreadable manifest, missing column) still raise.
     """
-    from avcot.data.rows import BadRowError
-
-    try:
-        dm.setup("predict")
-    except BadRowError:
-        if not dm.counts:  # raised before the manifest was counted: not the all-rejected case
-            raise
-        return False
-    return True
+    source = str(manifest_source(manifest))
+    kept, counts = prepare_rows(source, task, with_target=False, policy="skip", rejects=rejects)
+    if not kept:
+        return ConditionRows((), counts.rows_in, None)
+    ds = example_dataset(task, kept, processor, source=source, with_target=False, policy="skip", rejects=rejects,
+                         rows_in=counts.rows_in)
+    return ConditionRows(tuple(ds.rows), counts.rows_in, ds)
 
 
-def rows_in(dm) -> int:
-    """Rows the DataModule read from its manifest(s) (set by setup, even when all were rejected)."""
-    return sum(c.rows_in for c in dm.counts.values())
-
-
-def checkpoint_kind(ckpt: str | None) -> CkptKind:
-    """Classify `ckpt`; a path that is neither an adapter nor a checkpoint directory is a clear error."""
-    if ckpt is None or str(ckpt).strip().lower() in ("", "none"):
-        return "none"
-    path = Path(ckpt).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"--ckpt {ckpt!r} is not a directory (expected a PEFT adapter or checkpoint dir)")
-    if (path / "adapter_config.json").is_file():
-        return "adapter"
-    if (path / "config.json").is_file():
-        return "full"
-    raise FileNotFoundError(f"--ckpt {ckpt!r} has neither adapter_config.json (PEFT adapter) nor config.json "
-                            "(full checkpoint)")
+def predict_batches(dataset: ExampleDataset, pad_id: int, batch_size: int,
+                    rejects: RejectLog) -> Iterator[tuple[tuple[Example, ...], dict]]:
+    """(examples, left-padded batch) in manifest order, decoded in this process; a row that fails to decode
+    is recorded in `rejects` (once) and left out of its batch."""
+    for start in range(0, len(dataset), batch_size):
+        built = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        for s in built:
+            if isinstance(s, Skipped):
+                rejects.add(s.reject, s.line)
+        kept = tuple(e for e in built if isinstance(e, Example))
+        if kept:
+            yield kept, collate([e.encoded for e in kept], pad_id, padding_side="left")
 
 
 def processor_source(spec: ModelSpec) -> str:
     """Processor to pair with the model: the full checkpoint's own when it has a tokenizer, else the base's."""
-    if checkpoint_kind(spec.ckpt) == "full" and (Path(spec.ckpt).expanduser() / "tokenizer_config.json").is_file():
-        return str(Path(spec.ckpt).expanduser())
+    from avcot.model import base_and_adapter
+
+    model, adapter = base_and_adapter(spec.ckpt, spec.base)
+    if adapter is None and model != spec.base and (Path(model) / "tokenizer_config.json").is_file():
+        return model
     return spec.base
 
 
@@ -101,17 +111,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_eval_model(spec: ModelSpec):
-    """The thinker with the checkpoint applied, in eval mode on its device."""
-    from avcot.model import load_adapter, load_thinker
+    """The thinker with the checkpoint applied (`avcot.model.load_model`), in eval mode on its device."""
+    from avcot.model import base_and_adapter, load_model
 
-    kind = checkpoint_kind(spec.ckpt)
-    if kind == "full":
-        model = load_thinker(str(Path(spec.ckpt).expanduser()), dtype=spec.dtype)
-    else:
-        model = load_thinker(spec.base, dtype=spec.dtype, seed=spec.seed)
-        if kind == "adapter":
-            model = load_adapter(model, str(Path(spec.ckpt).expanduser()), trainable=False)
-    return model.to(resolve_device(spec.device)).eval()
+    model, adapter = base_and_adapter(spec.ckpt, spec.base)
+    return load_model(model, adapter, dtype=spec.dtype, seed=spec.seed).to(resolve_device(spec.device)).eval()
 
 
 def move_batch(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
@@ -130,17 +134,17 @@ def model_dtype(model) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
-def generate_loader(model, processor, loader: Iterable[dict | None], *, max_new_tokens: int,
-                    desc: str = "generate", progress: bool = True) -> Iterator[Generated]:
-    """Greedy generation over a left-padded DataLoader; skipped (None) batches are passed over."""
+def generate_condition(model, processor, data: ConditionRows, *, batch_size: int, rejects: RejectLog,
+                       max_new_tokens: int, desc: str = "generate", progress: bool = True) -> Iterator[Generated]:
+    """Greedy generation over the condition's examples in left-padded `predict_batches`."""
     from tqdm.auto import tqdm
 
+    if data.dataset is None:
+        return
     device, dtype = next(model.parameters()).device, model_dtype(model)
-    total = len(loader) if hasattr(loader, "__len__") else None
-    for batch in tqdm(loader, desc=desc, total=total, disable=not progress, unit="batch"):
-        if batch is None:
-            continue
+    batches = predict_batches(data.dataset, processor.tokenizer.pad_token_id, batch_size, rejects)
+    total = -(-len(data.dataset) // batch_size)
+    for examples, batch in tqdm(batches, desc=desc, total=total, disable=not progress, unit="batch"):
         texts = generate_texts(model, processor, move_batch(batch, device, dtype), max_new_tokens=max_new_tokens,
                                do_sample=False)
-        refs = batch.get("meta", {}).get("references", [""] * len(texts))
-        yield Generated(tuple(batch["ids"]), tuple(refs), tuple(texts))
+        yield Generated(tuple(e.id for e in examples), tuple(e.reference for e in examples), tuple(texts))
