@@ -11,6 +11,9 @@ or another DataModule (e.g. an MCQ one). Without a class_path the defaults above
 
 A known user error (a base checkpoint that cannot be loaded, e.g. pickle weights) ends the command with
 its one-line message on stderr and exit status 2, not a traceback.
+
+This module is the CLI entry that wires LightningCLI to `lit_modules/` and `datamodules/`, so it is the one
+module of `avcot` that imports them; the rest of the library never does (tests/test_data_layer.py checks).
 """
 from __future__ import annotations
 
