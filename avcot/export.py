@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from avcot.atomic import atomic_dir
 from avcot.export_layouts import ExportError, read_config, write_full_layout, write_thinker_layout, write_vllm_layout
 from avcot.processor import TINY
 
@@ -242,17 +240,6 @@ def load_export_processor(where: str):
                           "trained from") from e
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` to `out` by rename; an existing `out` is swapped out first, then removed."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def export(base: str = TINY, adapter: str | None = None, out: str | Path = "export", *, thinker: str | None = None,
            layout: Layout = "auto", dtype: str = "auto", processor: str | None = None, seed: int = 0,
            overwrite: bool = False, max_shard_size: str = "5GB", progress: bool = True) -> ExportReport:
@@ -274,16 +261,10 @@ def export(base: str = TINY, adapter: str | None = None, out: str | Path = "expo
     dtype = resolve_dtype(dtype, source)
     proc = load_export_processor(processor or base)
     model, head = load_merged(source, adapter, dtype=dtype, seed=seed, progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the result should read like any save_pretrained output
-    try:
-        log.info("writing the %s layout to %s", resolved, out)
+    log.info("writing the %s layout to %s", resolved, out)
+    with atomic_dir(out, tag="export") as tmp:
         proc.save_pretrained(str(tmp))
         counts = _write_layout(resolved, model, tmp, base=base, max_shard_size=max_shard_size, progress=progress)
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ExportReport(out=out, layout=resolved, dtype=dtype, adapter=adapter, thinker_source=source,
                         lm_head_from_adapter=head, thinker_tensors=counts[0], carried_tensors=counts[1],
                         files=tuple(sorted(p.name for p in out.iterdir())))

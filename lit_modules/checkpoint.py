@@ -28,6 +28,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
+from avcot.atomic import atomic_dir
 from avcot.records import Generation
 
 
@@ -83,21 +84,9 @@ def write_adapter(peft_model, state: dict[str, torch.Tensor], target: Path) -> N
     """Write a PEFT adapter dir (adapter_config.json + adapter_model.safetensors) atomically to `target`."""
     from safetensors.torch import save_file
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the final dir should read like any save_pretrained output
-    try:
+    with atomic_dir(target) as tmp:
         peft_model.peft_config["default"].save_pretrained(str(tmp))
         save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def checkpoint_dir(trainer: L.Trainer) -> Path:

@@ -11,15 +11,13 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from avcot.atomic import atomic_dir
 from avcot.training_settings import TrainingSettings, settings_from_hparams, write_training_settings
 from lit_modules.checkpoint import checkpoint_dir
 
@@ -72,23 +70,11 @@ def plain_thinker(model, state: dict[str, torch.Tensor]):
 def write_model_dir(model, state: dict[str, torch.Tensor], processor, target: Path,
                     settings: TrainingSettings | None = None) -> None:
     """Write `state` as a Hugging Face thinker directory (safetensors) + processor files, atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the final dir should read like any save_pretrained output
-    try:
+    with atomic_dir(target) as tmp:
         plain_thinker(model, state).save_pretrained(str(tmp), safe_serialization=True)
         processor.save_pretrained(str(tmp))
         if settings is not None:
             write_training_settings(tmp, settings)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class FullModelSaver(Callback):
