@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avcot.records import LETTERS
+from avcot.records import LETTERS, McqItem
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -240,26 +240,12 @@ def cavsr_fields(record: Mapping[str, Any], *, text_required: bool = True) -> Ca
     return fields
 
 
-@dataclass(frozen=True)
-class McqFields:
-    """The checked fields of an AVRT multiple-choice row (media paths as written)."""
+def mcq_fields(record: Mapping[str, Any]) -> McqItem:
+    """Check an MCQ row: id, question, 2..4 options, answer letter, optional media paths and strings.
 
-    id: str
-    question: str
-    options: tuple[str, ...]
-    answer: str
-    video: str | None = None
-    audio: str | None = None
-    image: str | None = None
-    modality: str = "av"
-    trace: str | None = None
-    difficulty: str | None = None
-
-
-def mcq_fields(record: Mapping[str, Any]) -> McqFields:
-    """Check an MCQ row: id, question, 2..4 options, answer letter, optional media paths and strings."""
+    The checked row is an `McqItem` with its media paths as written (callers resolve them)."""
     options = options_field(record)
-    return McqFields(
+    return McqItem(
         id=row_id(record), question=str_field(record, "question"), options=options,
         answer=answer_field(record, len(options)), video=path_field(record, "video"),
         audio=path_field(record, "audio"), image=path_field(record, "image"),

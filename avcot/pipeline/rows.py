@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avcot.manifest import MANIFEST_SUFFIXES, cavsr_fields, mcq_fields, read_manifest
+from avcot.manifest import MANIFEST_SUFFIXES, cavsr_fields, mcq_fields, read_manifest, resolve_media
 from avcot.pipeline.roles import OcrText
 from avcot.pipeline.store import file_fingerprint
 from avcot.records import Reject
@@ -108,17 +108,11 @@ def read_records(path: str | Path) -> list[tuple[int, dict[str, Any] | str]]:
     return [(e.line, e.record if e.error is None else e.error) for e in read_manifest(path)]
 
 
-def _resolve(base: Path, value: Any) -> str | None:
-    """Absolute media path (relative ones are relative to the input file), None if absent."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    p = Path(str(value))
-    return str((p if p.is_absolute() else base / p).resolve())
-
-
 def _media(paths: Mapping[str, str | None], base: Path) -> tuple[dict[str, str | None], str]:
-    """Resolved media paths and their fingerprint; raises ValueError naming a missing file."""
-    resolved = {f: _resolve(base, p) for f, p in paths.items()}
+    """Absolute, resolved media paths (relative ones under the input file's folder, as training reads them)
+    and their fingerprint; raises ValueError naming a missing file."""
+    under = {f: resolve_media(p, base) for f, p in paths.items()}
+    resolved = {f: str(Path(p).resolve()) if p else None for f, p in under.items()}
     for f, p in resolved.items():
         if p is not None and not Path(p).is_file():
             raise ValueError(f"{f} file not found: {p}")
