@@ -4,24 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_prompt
 
-from avcot.chat import Prompt, collate, encode_example, messages_for, model_inputs, video_kwargs
+from avcot.chat import collate, encode_example, messages_for, model_inputs, video_kwargs
 from avcot.generate import generate_texts
-
-
-def _prompt(frames=4, seconds=2.0, seed=0, audio=True, video=True):
-    rng = np.random.default_rng(seed)
-    return Prompt(
-        instruction="请转写这段语音。", system="sys",
-        video=rng.integers(0, 255, (frames, 112, 112, 3), dtype=np.uint8) if video else None,
-        audio=(rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32) if audio else None,
-        fps=frames / seconds,
-    )
 
 
 def test_labels_only_on_the_assistant_turn(tiny_processor):
     target = "实验室里在做试验"
-    enc = encode_example(tiny_processor, _prompt(), target)
+    enc = encode_example(tiny_processor, tiny_prompt(), target)
     tok = tiny_processor.tokenizer
     for i, (tid, lab) in enumerate(zip(enc.input_ids.tolist(), enc.labels.tolist())):
         if i < enc.prompt_len:
@@ -36,8 +27,8 @@ def test_labels_only_on_the_assistant_turn(tiny_processor):
 
 
 def test_audio_in_video_layout_differs_and_travels(tiny_processor):
-    plain = encode_example(tiny_processor, _prompt(), "好", use_audio_in_video=False)
-    inter = encode_example(tiny_processor, _prompt(), "好", use_audio_in_video=True)
+    plain = encode_example(tiny_processor, tiny_prompt(), "好", use_audio_in_video=False)
+    inter = encode_example(tiny_processor, tiny_prompt(), "好", use_audio_in_video=True)
     tok = tiny_processor.tokenizer
     audio_id, video_id = tok.audio_token_id, tok.video_token_id
     # Same number of audio and video placeholders, laid out differently.
@@ -63,7 +54,7 @@ def test_interleaved_batch_runs_through_the_model_with_the_flag():
     from avcot.processor import load_processor
 
     proc, model = load_processor(), load_thinker()
-    inter = collate([encode_example(proc, _prompt(), "好", use_audio_in_video=True)], proc.tokenizer.pad_token_id)
+    inter = collate([encode_example(proc, tiny_prompt(), "好", use_audio_in_video=True)], proc.tokenizer.pad_token_id)
     inputs = model_inputs(inter)
     assert inputs["use_audio_in_video"] is True
     with torch.no_grad():
@@ -74,17 +65,17 @@ def test_interleaved_batch_runs_through_the_model_with_the_flag():
 
 
 def test_audio_in_video_without_video_falls_back(tiny_processor):
-    enc = encode_example(tiny_processor, _prompt(video=False), "好", use_audio_in_video=True)
+    enc = encode_example(tiny_processor, tiny_prompt(video=False), "好", use_audio_in_video=True)
     assert enc.use_audio_in_video is False
-    assert [p["type"] for p in messages_for(_prompt(video=False))[1]["content"]] == ["audio", "text"]
+    assert [p["type"] for p in messages_for(tiny_prompt(video=False))[1]["content"]] == ["audio", "text"]
 
 
 def test_batched_logits_equal_single_examples(tiny_processor):
     from avcot.model import load_thinker
 
     model = load_thinker()
-    exs = [encode_example(tiny_processor, _prompt(4, 2.0, 0), "实验"),
-           encode_example(tiny_processor, _prompt(6, 3.1, 1), "差拨来了")]
+    exs = [encode_example(tiny_processor, tiny_prompt(seed=0, frames=4, seconds=2.0), "实验"),
+           encode_example(tiny_processor, tiny_prompt(seed=1, frames=6, seconds=3.1), "差拨来了")]
     batch = collate(exs, tiny_processor.tokenizer.pad_token_id)
     assert batch["input_features"].shape[-1] == int(batch["feature_attention_mask"].sum(-1).max())
     with torch.no_grad():
@@ -99,7 +90,8 @@ def test_left_padded_generation_matches_single(tiny_processor):
 
     model = load_thinker()
     pad = tiny_processor.tokenizer.pad_token_id
-    exs = [encode_example(tiny_processor, _prompt(4, 2.0, 0)), encode_example(tiny_processor, _prompt(6, 3.1, 1))]
+    exs = [encode_example(tiny_processor, tiny_prompt(seed=0, frames=4, seconds=2.0)),
+           encode_example(tiny_processor, tiny_prompt(seed=1, frames=6, seconds=3.1))]
     both = generate_texts(model, tiny_processor, collate(exs, pad, padding_side="left"), max_new_tokens=6)
     single = [generate_texts(model, tiny_processor, collate([e], pad, padding_side="left"), max_new_tokens=6)[0]
               for e in exs]
