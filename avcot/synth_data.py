@@ -4,7 +4,8 @@ Each pair holds two words whose toneless pinyin is identical (most also share th
 audio alone cannot tell them apart); each word comes with a visual scene that decides it. Every
 template has one `{w}` slot where either word of the pair is grammatical, so the spoken sentence
 is ambiguous by sound and only the picture settles it — the CAVSR premise. `Variation` describes how
-one rendering of a clip departs from the plain one (voice, layout, tint, font size).
+one rendering of a clip departs from the plain one (voice, layout, tint, font size); `SentenceSpec` is
+everything needed to render one clip.
 """
 from __future__ import annotations
 
@@ -124,3 +125,25 @@ PAIRS: tuple[HomophonePair, ...] = (
           Scene("粤剧团", "广东", (230, 170, 150), "circle"),
           "今晚有一场{w}演出", "奶奶最喜欢听{w}"),
 )
+
+
+@dataclass(frozen=True)
+class SentenceSpec:
+    """Everything needed to render one clip."""
+
+    id: str
+    sentence_id: str
+    """Template id (`<pair>-s<k>`), shared by both words of the pair: split train/test on it."""
+    pair_key: str
+    target: str
+    """The homophone that is spoken (and that the picture supports, except for `conflict`)."""
+    competitor: str
+    text: str
+    """Reference transcript = what is spoken."""
+    pinyin: str
+    cue: str
+    scene: Scene
+    """Scene of the target word."""
+    screen_text: str
+    """Text drawn on screen: sign, legend or subtitle (the competitor's sentence for `conflict`)."""
+    variation: Variation = IDENTITY

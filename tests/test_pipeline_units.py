@@ -191,7 +191,7 @@ def test_local_backends_fail_clearly(tmp_path):
 def test_rapidocr_reads_rendered_text():
     from PIL import Image, ImageDraw, ImageFont
 
-    from avcot.synth import find_cjk_font
+    from avcot.synth_media import find_cjk_font
 
     font_path, index = find_cjk_font()
     img = Image.new("RGB", (224, 224), (30, 40, 120))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avcot import synth
+from avcot import synth, synth_media
 from avcot.records import LETTERS, McqItem
 from avcot.synth import (
     CUES,
@@ -145,22 +145,22 @@ def test_make_mcq_items_are_answerable():
 
 
 def test_missing_tool_names_the_package(monkeypatch):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(synth_media.shutil, "which", lambda name: None)
     with pytest.raises(SynthError, match=r"espeak-ng not found.*apt-get install -y espeak-ng"):
         generate(Path("/nonexistent-out"), 1, 0, progress=False)
     with pytest.raises(SynthError, match=r"ffmpeg.*apt-get install -y ffmpeg"):
-        synth.require_tool("ffmpeg", "ffmpeg")
+        synth_media.require_tool("ffmpeg", "ffmpeg")
 
 
 def test_missing_font_names_the_package(monkeypatch):
-    synth.find_cjk_font.cache_clear()
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
-    monkeypatch.setattr(synth.glob, "glob", lambda *a, **k: [])
+    synth_media.find_cjk_font.cache_clear()
+    monkeypatch.setattr(synth_media.shutil, "which", lambda name: None)
+    monkeypatch.setattr(synth_media.glob, "glob", lambda *a, **k: [])
     try:
         with pytest.raises(SynthError, match="fonts-noto-cjk"):
-            synth.find_cjk_font()
+            synth_media.find_cjk_font()
     finally:
-        synth.find_cjk_font.cache_clear()
+        synth_media.find_cjk_font.cache_clear()
 
 
 # ---------------------------------------------------------------- committed fixture set
@@ -291,7 +291,7 @@ def test_write_clips_threads_give_the_same_bytes_and_pitch_changes_audio(tmp_pat
     wav = {k: load_audio(tmp_path / "c" / "clips" / f"{k}.wav") for k in ("low", "high")}
     assert not np.array_equal(wav["low"][:8000], wav["high"][:8000])
     with pytest.raises(ValueError, match="pitch"):
-        synth.synthesize_speech("ni3 hao3", tmp_path / "x.wav", pitch=120)
+        synth_media.synthesize_speech("ni3 hao3", tmp_path / "x.wav", pitch=120)
 
 
 def test_all_contents_voices_are_drawn_from_the_given_speakers():
