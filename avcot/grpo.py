@@ -153,3 +153,34 @@ def sequence_logprobs(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Te
     """Sum of masked token log-probs per sequence: [N, L, V], [N, L], [N, L] -> [N]."""
     per_token = token_logprobs(logits, tokens)  # [N, L]
     return (per_token * mask.to(per_token.dtype)).sum(dim=1)  # [N]
+
+
+def microbatch_weight(mask: torch.Tensor, rows: slice, loss_type: LossType) -> float:
+    """Share of the whole batch's loss carried by `rows` of `mask` [R, N], so micro-batch losses add up to
+    the full one."""
+    if loss_type == "grpo":  # mean over sequences
+        return (rows.stop - rows.start) / mask.shape[0]
+    return float(mask[rows].sum() / mask.sum().clamp(min=1))  # mean over all tokens
+
+
+def merge_stats(parts: list[tuple[GrpoStats, float]]) -> GrpoStats:
+    """Combine micro-batch stats: losses by their weights, token means by token counts."""
+    tokens = sum(s.tokens for s, _ in parts) or 1
+
+    def by_tokens(attr: str) -> float:
+        return sum(getattr(s, attr) * s.tokens for s, _ in parts) / tokens
+
+    return GrpoStats(
+        loss=sum(s.loss * w for s, w in parts), policy_loss=sum(s.policy_loss * w for s, w in parts),
+        kl_mean=by_tokens("kl_mean"), clip_fraction=by_tokens("clip_fraction"), ratio_mean=by_tokens("ratio_mean"),
+        ratio_max=max(s.ratio_max for s, _ in parts),
+        advantage_mean=sum(s.advantage_mean for s, _ in parts) / len(parts),
+        tokens=sum(s.tokens for s, _ in parts),
+    )
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Clip by global norm; works for plain and FSDP2 (DTensor) gradients alike."""
+    grads = [p for p in params if p.grad is not None]
+    if grads:
+        torch.nn.utils.clip_grad_norm_(grads, max_norm)

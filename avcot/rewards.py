@@ -1,5 +1,16 @@
 """Reward functions in TRL's style: ``(completions, **kw) -> list[float]``.
 
+What a reward is given. ``completions``: the decoded completions, one per sampled sequence (the G completions
+of a prompt are adjacent). Keyword arguments: the fields of ``RewardInputs`` that the batch has, one value per
+completion (the prompt's value repeated G times), and nothing else (no model inputs, no media):
+
+- ``references``: the reference text: the transcript (CAVSR) or the gold option letter (MCQ); always given.
+- ``answers``: the gold option letter (MCQ batches only).
+
+A reward names the fields it reads and takes ``**kw`` for the rest, so one written for TRL's
+``GRPOTrainer`` works here too. Fixed settings (``length_reward``'s word range) are bound with
+``functools.partial`` or by a wrapper function named in the config.
+
 A completion may be a string or a conversational completion (a list of ``{"role", "content"}``
 messages, as TRL passes them; the last message's content is scored); anything else (None, bytes,
 numbers, nested lists) scores as the empty completion. Rewards never raise on model output and run
@@ -17,18 +28,48 @@ whitespace separates tokens the same as one space does).
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from avcot.text import cer, tokenize_zh
 from avcot.traces import extract_transcription, parse_answer
 
 RewardFunc = Callable[..., list[float]]
+"""``(completions, *, references, answers=None, **kw) -> list[float]``: one float per completion."""
 
 MAX_SCORED_CHARS = 200_000
 """Longer texts (whitespace runs collapsed) score 0.0 on the CER and length rewards, untokenised."""
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """What the rewards may read beside the completions: one entry per completion, in completion order."""
+
+    references: tuple[str, ...]
+    """Reference text: the transcript (CAVSR) or the gold option letter (MCQ)."""
+    answers: tuple[str, ...] | None = None
+    """Gold option letter (MCQ batches only; None for transcription batches, which have no options)."""
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    def repeat(self, group_size: int) -> RewardInputs:
+        """Each entry repeated `group_size` times: per-prompt values -> per-completion values (G per prompt)."""
+        def rep(values):
+            return None if values is None else tuple(v for v in values for _ in range(group_size))
+
+        return RewardInputs(references=rep(self.references), answers=rep(self.answers))
+
+    def kwargs(self) -> dict[str, tuple[str, ...]]:
+        """The keyword arguments each reward is called with: the fields this batch has (see the module doc)."""
+        out = {"references": self.references}
+        if self.answers is not None:
+            out["answers"] = self.answers
+        return out
 
 
 def _message_text(message: Any) -> str:
@@ -90,8 +131,10 @@ def format_reward(completions: Sequence[Any], **kw: Any) -> list[float]:
     return [float(_format_ok(completion_text(c))) for c in completions]
 
 
-def accuracy_reward(completions: Sequence[Any], answers: Sequence[str], **kw: Any) -> list[float]:
+def accuracy_reward(completions: Sequence[Any], answers: Sequence[str] | None = None, **kw: Any) -> list[float]:
     """1.0 iff the letter in the <answer> tag equals the gold letter."""
+    if answers is None:
+        raise ValueError("accuracy_reward: no answers (gold option letters) given; it scores MCQ batches only")
     _check_lengths("accuracy_reward", completions, answers, "answers")
     return [float(parse_answer(completion_text(c)) == str(gold).strip().upper())
             for c, gold in zip(completions, answers)]
@@ -152,6 +195,20 @@ def length_reward(completions: Sequence[Any], min_words: int = 16, max_words: in
     return out
 
 
+def resolve_reward(dotted: str) -> RewardFunc:
+    """Import a reward function from its dotted path ('package.module.function'); ValueError saying why not."""
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise ValueError(f"reward {dotted!r} must be a dotted path like 'avcot.rewards.format_reward'")
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import reward {dotted!r}: {e}") from e
+    if not callable(func):
+        raise ValueError(f"reward {dotted!r} is not callable")
+    return func
+
+
 def reward_name(func: RewardFunc) -> str:
     """Name for logging: the function's __name__ (through functools.partial)."""
     while isinstance(func, functools.partial):
@@ -160,8 +217,14 @@ def reward_name(func: RewardFunc) -> str:
 
 
 def combine_rewards(funcs_with_weights: Sequence[tuple[RewardFunc, float]], completions: Sequence[Any],
-                    **kw: Any) -> tuple[list[float], dict[str, list[float]]]:
-    """Weighted sum of several rewards, plus each one's raw values (keyed by name, '_2' on repeats)."""
+                    inputs: RewardInputs | None = None) -> tuple[list[float], dict[str, list[float]]]:
+    """Weighted sum of several rewards, plus each one's raw values (keyed by name, '_2' on repeats).
+
+    Each reward is called as ``func(completions, **inputs.kwargs())`` (no keywords without `inputs`).
+    """
+    if inputs is not None and len(inputs) != len(completions):
+        raise ValueError(f"{len(completions)} completions but reward inputs for {len(inputs)}")
+    kw = inputs.kwargs() if inputs is not None else {}
     total = [0.0] * len(completions)
     per_func: dict[str, list[float]] = {}
     for func, weight in funcs_with_weights:

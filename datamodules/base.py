@@ -37,7 +37,7 @@ class ManifestDataModule(L.LightningDataModule):
 
     @property
     def hash_media(self) -> bool:
-        """Collate the encoder-cache keys into batch["meta"]["media_keys"] (hashed in the loader workers): the
+        """Collate the encoder-cache keys into `Batch.media_keys` (hashed in the loader workers): the
         subclass's `hash_media` argument; a batch without keys is hashed by the module."""
         return bool(self.hparams.get("hash_media", False))
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from avcot.batch import collate_batch
 from avcot.data.cavsr import CavsrTask, Target
 from avcot.data.clips import CAVSR_MEDIA, MediaSettings, VideoMode
 from avcot.data.examples import ExampleDataset
 from avcot.data.rows import BadRowPolicy
 from datamodules.base import ManifestDataModule
-from datamodules.common import collate_examples
 
 
 class CavsrDataModule(ManifestDataModule):
@@ -87,7 +87,7 @@ class CavsrDataModule(ManifestDataModule):
                 clip that fails to decode is rejected when an epoch first reaches it.
             group_by_length: Training batches of similar length (target tokens + audio seconds, estimated from
                 the text and the media headers), shuffled per epoch: less padding (speed lever, bench/README.md).
-            hash_media: Put the encoder-cache keys of each batch's media in batch["meta"]["media_keys"], hashed in
+            hash_media: Put the encoder-cache keys of each batch's media in `Batch.media_keys`, hashed in
                 the DataLoader workers (pair it with the SFT module's `encoder_cache_dir`; without it the module
                 hashes in the training step).
         """
@@ -113,4 +113,4 @@ class CavsrDataModule(ManifestDataModule):
         # Left padding for predict: generated tokens must follow each row's last prompt token.
         padding_side = "left" if split == "predict" else "right"
         pad = self.processor.tokenizer.pad_token_id
-        return partial(collate_examples, pad_id=pad, padding_side=padding_side, hash_media=self.hash_media)
+        return partial(collate_batch, pad_id=pad, padding_side=padding_side, hash_media=self.hash_media)

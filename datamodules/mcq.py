@@ -8,7 +8,7 @@ modality, difficulty.
 
 Targets: `target="trace"` trains on each row's merged trace (SFT cold start; rows without one are rejected);
 `target="none"` gives prompt-only, LEFT-padded batches for GRPO rollouts, eval and predict. Every batch
-carries `meta = {"answers": [...], "references": [...]}` (the gold letters) for `avcot.rewards.accuracy_reward`.
+is an `avcot.batch.Batch` whose `answers` (= `references`) are the gold letters `avcot.rewards.accuracy_reward` reads.
 
 `modality` drops streams for the per-modality evaluation (`avcot.data.mcq.drop_streams`).
 """
@@ -17,20 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from avcot.batch import collate_batch
 from avcot.data.clips import MCQ_MEDIA, MediaSettings
 from avcot.data.examples import ExampleDataset
 from avcot.data.mcq import McqTask, Modality, Target
 from avcot.data.rows import BadRowPolicy
 from datamodules.base import ManifestDataModule
-from datamodules.common import collate_examples
-
-
-def collate_mcq(items, pad_id: int, *, padding_side: str, hash_media: bool = False) -> dict | None:
-    """`collate_examples` plus the gold letters as meta["answers"] (what accuracy_reward reads)."""
-    batch = collate_examples(items, pad_id, padding_side=padding_side, hash_media=hash_media)
-    if isinstance(batch, dict):
-        batch["meta"]["answers"] = list(batch["meta"]["references"])
-    return batch
 
 
 class McqDataModule(ManifestDataModule):
@@ -87,7 +79,7 @@ class McqDataModule(ManifestDataModule):
                 that fails to decode is rejected when an epoch first reaches it.
             group_by_length: Training batches of similar length (question, options, target, audio seconds and
                 pictures, estimated without decoding), shuffled per epoch: less padding (speed lever).
-            hash_media: Put the encoder-cache keys of each batch's media in batch["meta"]["media_keys"], hashed in
+            hash_media: Put the encoder-cache keys of each batch's media in `Batch.media_keys`, hashed in
                 the DataLoader workers (pair it with the SFT module's `encoder_cache_dir`; without it the module
                 hashes in the training step).
         """
@@ -107,5 +99,6 @@ class McqDataModule(ManifestDataModule):
 
     def collate_fn(self, split: str) -> Callable:
         prompt_only = split in self.generating_stages or self.hparams.target == "none"
-        return partial(collate_mcq, pad_id=self.processor.tokenizer.pad_token_id,
-                       padding_side="left" if prompt_only else "right", hash_media=self.hash_media)
+        # the references are the gold letters: Batch.answers, what accuracy_reward reads
+        return partial(collate_batch, pad_id=self.processor.tokenizer.pad_token_id,
+                       padding_side="left" if prompt_only else "right", hash_media=self.hash_media, gold_letters=True)

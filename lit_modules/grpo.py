@@ -4,8 +4,8 @@ One training step, for a batch of B left-padded prompts:
 1. rollout (`avcot.rollout.RolloutEngine.sample`): each prompt's media are encoded and prefilled once, the KV
    cache is repeated G times and G completions are sampled (LoRA on, dropout off);
 2. rewards: a weighted sum of reward functions named by dotted path (`avcot.rewards.*`), called TRL-style as
-   `f(completions, **meta)` where `meta` holds the batch's per-prompt fields (e.g. `answers`, `references`)
-   repeated G times; `avcot.grpo.group_advantages` normalises them per group;
+   `f(completions, references=..., answers=...)`: the batch's `avcot.rewards.RewardInputs`, each prompt's value
+   repeated G times (never the model inputs); `avcot.grpo.group_advantages` normalises them per group;
 3. reference log-probs (`avcot.reference`): by default the policy GRPO starts from. With an SFT adapter that is a
    frozen second copy of it (PEFT adapter "reference", made active for the reference forward only); without one,
    the base with the adapter disabled (a fresh LoRA is zero, and after a full SFT `base` is that model).
@@ -29,21 +29,32 @@ ratio of 1 at the first update, which only matters with `num_iterations > 1`).
 """
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from avcot.grpo import GrpoStats, LossType, group_advantages, grpo_loss, token_logprobs
+from avcot.batch import Batch
+from avcot.completion_samples import completion_samples
+from avcot.grpo import (
+    GrpoStats,
+    LossType,
+    clip_grad_norm,
+    group_advantages,
+    grpo_loss,
+    merge_stats,
+    microbatch_weight,
+    token_logprobs,
+)
 from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter, load_thinker, lora_settings
 from avcot.processor import load_processor
 from avcot.reference import ReferenceKind, add_reference_adapter, describe_reference, reference_weights
-from avcot.rewards import combine_rewards, format_reward
+from avcot.records import Generation
+from avcot.rewards import RewardInputs, combine_rewards, format_reward, resolve_reward
 from avcot.rollout import (
     Rollout,
     RolloutEngine,
@@ -56,39 +67,10 @@ from avcot.rollout import (
 from avcot.thinker.forward import unwrap_thinker
 from lit_modules.checkpoint import AdapterSaver, keep_trainable_only, use_atomic_checkpoints
 from lit_modules.export import TrainingSettingsSaver
-from lit_modules.sft import shard_model
+from lit_modules.sample_log import write_samples
+from lit_modules.sft import GenerationBatch, shard_model
 
 DEFAULT_REWARDS = ("avcot.rewards.format_reward", "avcot.rewards.accuracy_reward")
-
-
-def resolve_reward(dotted: str) -> Callable[..., list[float]]:
-    """Import a reward function from its dotted path ('package.module.function')."""
-    module_name, _, attr = dotted.rpartition(".")
-    if not module_name:
-        raise ValueError(f"reward {dotted!r} must be a dotted path like 'avcot.rewards.format_reward'")
-    try:
-        func = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import reward {dotted!r}: {e}") from e
-    if not callable(func):
-        raise ValueError(f"reward {dotted!r} is not callable")
-    return func
-
-
-def repeat_meta(meta: dict, num_prompts: int, group_size: int) -> dict[str, list]:
-    """Per-prompt list fields of a batch, each value repeated for the G completions of its prompt."""
-    out: dict[str, list] = {}
-    for key, values in (meta or {}).items():
-        if isinstance(values, (list, tuple)) and len(values) == num_prompts:
-            out[key] = [v for v in values for _ in range(group_size)]
-    return out
-
-
-def microbatch_weight(mask: torch.Tensor, rows: slice, loss_type: LossType) -> float:
-    """Share of the whole batch's loss carried by `rows`, so micro-batch losses add up to the full one."""
-    if loss_type == "grpo":  # mean over sequences
-        return (rows.stop - rows.start) / mask.shape[0]
-    return float(mask[rows].sum() / mask.sum().clamp(min=1))  # mean over all tokens
 
 
 class GRPOModule(L.LightningModule):
@@ -118,6 +100,7 @@ class GRPOModule(L.LightningModule):
         seed: int = 0,
         static_rollout: bool = False,
         reference: ReferenceKind = "start",
+        log_samples_every_n_steps: int = 50,
     ) -> None:
         """
         Args:
@@ -127,7 +110,8 @@ class GRPOModule(L.LightningModule):
                 CLI `--model.init_args.lora.r 8` (the dropout is off while sampling; 0 gives a ratio of exactly 1).
             dtype: float32 | bfloat16 | float16 weights.
             quantization: none | nf4 (QLoRA base).
-            rewards: dotted paths of reward functions `(completions, **meta) -> list[float]`.
+            rewards: dotted paths of reward functions `(completions, *, references, answers=None, **kw) ->
+                list[float]` (`avcot.rewards`: what the keywords hold).
             reward_weights: one weight per reward (default all 1).
             group_size: completions sampled per prompt (G).
             max_new_tokens: longest completion.
@@ -148,6 +132,9 @@ class GRPOModule(L.LightningModule):
             reference: the policy the KL anchors to. 'start': the policy GRPO starts from (with `adapter`, a frozen
                 copy of that SFT adapter; without, the base = the start); 'base': the base with the adapter disabled
                 (after a LoRA SFT, the model before SFT).
+            log_samples_every_n_steps: at the first step and then every this many optimizer steps, the step's
+                completions (prompt id, completion, total reward) go to the loggers (TensorBoard: text
+                `samples`; CSV: `samples.jsonl` beside metrics.csv; others: not written); 0 = never.
         """
         super().__init__()
         self.lora = lora_settings(lora)
@@ -163,6 +150,8 @@ class GRPOModule(L.LightningModule):
             raise ValueError(f"group_size must be >= 2 for group-normalised advantages, got {group_size}")
         if num_iterations < 1 or micro_batch_prompts < 1:
             raise ValueError("num_iterations and micro_batch_prompts must be >= 1")
+        if log_samples_every_n_steps < 0:
+            raise ValueError(f"log_samples_every_n_steps must be >= 0 (0 = off), got {log_samples_every_n_steps}")
         self._processor = None  # loaded on first use: building the module (e.g. --print_config) reads no files
         self.model = None
         self.strict_loading = False  # checkpoints carry only the trainable weights
@@ -252,29 +241,29 @@ class GRPOModule(L.LightningModule):
             freeze_encoders(unwrap_thinker(self.model))
 
     # ---- rewards -----------------------------------------------------------------------------------------
-    def score(self, texts: list[str], meta: dict) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    def score(self, texts: list[str], inputs: RewardInputs) -> tuple[torch.Tensor, dict[str, list[float]]]:
         """Weighted reward per completion [R] and each reward function's raw values."""
-        total, per_func = combine_rewards(list(zip(self.reward_funcs, self.reward_weights)), texts, **meta)
+        total, per_func = combine_rewards(list(zip(self.reward_funcs, self.reward_weights)), texts, inputs)
         return torch.tensor(total, dtype=torch.float32), per_func
 
     # ---- training ----------------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: Batch | None, batch_idx: int) -> None:
         h = self.hparams
         if batch is None:  # every row of this batch was rejected (recorded in rejects.jsonl)
             return None
-        batch = prompt_only(batch, self.pad_id)
-        num_prompts = batch["input_ids"].shape[0]
+        num_prompts = len(batch)
         start = time.perf_counter()
-        rollout = self._rollout(batch)
+        rollout = self._rollout(prompt_only(batch.inputs, self.pad_id))
         rollout_s = time.perf_counter() - start
         texts = decode(self.processor, rollout.completion_ids)
-        rewards, per_func = self.score(texts, repeat_meta(batch.get("meta", {}), num_prompts, h.group_size))
+        rewards, per_func = self.score(texts, batch.reward_inputs(h.group_size))
         advantages = group_advantages(rewards, h.group_size).to(self.device)  # [R]
         start = time.perf_counter()
         ref, old = self._frozen_logprobs(rollout, num_prompts)
         stats = [self._update(rollout, advantages, ref, old, num_prompts) for _ in range(h.num_iterations)]
         update_s = time.perf_counter() - start
         self._log_step(rewards, per_func, advantages, texts, rollout, stats[-1], rollout_s, update_s)
+        self._log_samples(batch.ids, texts, rewards)
 
     def rollout_settings(self, *, greedy: bool = False) -> RolloutSettings:
         """This module's sampling settings (greedy: one completion per prompt, for validation)."""
@@ -284,8 +273,9 @@ class GRPOModule(L.LightningModule):
                                do_sample=sampled, temperature=h.temperature if sampled else 1.0,
                                eos_token_id=self.eos_id, pad_token_id=self.pad_id, static=h.static_rollout)
 
-    def _rollout(self, batch: dict, settings: RolloutSettings | None = None) -> Rollout:
-        """Sample with dropout off and the towers kept frozen; the generator is seeded per rank."""
+    def _rollout(self, inputs: Mapping[str, Any], settings: RolloutSettings | None = None) -> Rollout:
+        """Sample from left-padded model `inputs` with dropout off and the towers kept frozen; the generator is
+        seeded per rank."""
         if self._generator is None:
             self._generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + self.global_rank)
         if self._engine is None:
@@ -293,7 +283,7 @@ class GRPOModule(L.LightningModule):
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
         try:
-            return self._engine.sample(batch, settings or self.rollout_settings(), generator=self._generator,
+            return self._engine.sample(inputs, settings or self.rollout_settings(), generator=self._generator,
                                        sync_ranks=self.trainer.world_size > 1)
         finally:
             self.model.train(was_training)
@@ -348,7 +338,8 @@ class GRPOModule(L.LightningModule):
                 "loss": st.loss, "policy_loss": st.policy_loss, "ratio/max": st.ratio_max,
                 "completion/length": lengths.mean(), "completion/format_valid": sum(format_reward(texts)) / len(texts),
                 "tokens_per_s/rollout": rollout.num_tokens / max(rollout_s, 1e-9),
-                "tokens_per_s/update": h.num_iterations * rollout.num_tokens / max(update_s, 1e-9)}
+                "tokens_per_s/update": h.num_iterations * rollout.num_tokens / max(update_s, 1e-9),
+                "lr": self.optimizers().param_groups[0]["lr"]}  # the rate of the update just made
         for name, values in per_func.items():
             vals = torch.tensor(values)
             logs[f"reward/{name}/mean"] = vals.mean()
@@ -357,35 +348,38 @@ class GRPOModule(L.LightningModule):
         self.log_dict(logs, on_step=True, prog_bar=False, batch_size=len(texts), sync_dist=False)
         self.log("reward", logs["reward/mean"], prog_bar=True, batch_size=len(texts))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def _log_samples(self, ids: Sequence[str], texts: list[str], rewards: torch.Tensor) -> None:
+        """At the first step and then every `log_samples_every_n_steps` optimizer steps, this step's completions to
+        the loggers (rank 0 only)."""
+        every, step = self.hparams.log_samples_every_n_steps, self.global_step  # already counts this step's updates
+        before = step - self.hparams.num_iterations  # a step makes num_iterations updates: due if it crossed a multiple
+        if every and (before == 0 or before // every != step // every) and self.trainer.is_global_zero:
+            samples = completion_samples(step, ids, texts, rewards.tolist(), self.hparams.group_size)
+            write_samples(self.trainer.loggers, samples, step)
+
+    def _greedy(self, batch: Batch) -> list[str]:
+        """One greedy completion per row of `batch` (prompt-only, left-padded)."""
+        rollout = self._rollout(prompt_only(batch.inputs, self.pad_id), self.rollout_settings(greedy=True))
+        return decode(self.processor, rollout.completion_ids)
+
+    def validation_step(self, batch: Batch | None, batch_idx: int) -> None:
         """Greedy completion per prompt, scored with the same rewards (logged as val/reward*)."""
-        batch = prompt_only(batch, self.pad_id)
-        rollout = self._rollout(batch, self.rollout_settings(greedy=True))
-        texts = decode(self.processor, rollout.completion_ids)
-        rewards, per_func = self.score(texts, repeat_meta(batch.get("meta", {}), len(texts), 1))
+        if batch is None:
+            return None
+        texts = self._greedy(batch)
+        rewards, per_func = self.score(texts, batch.reward_inputs())
         self.log("val/reward", rewards.mean().to(self.device), batch_size=len(texts), sync_dist=True)
         for name, values in per_func.items():
             self.log(f"val/{name}", torch.tensor(values).mean().to(self.device), batch_size=len(texts), sync_dist=True)
 
+    @torch.no_grad()
+    def predict_step(self, batch: Batch | None, batch_idx: int, dataloader_idx: int = 0) -> GenerationBatch:
+        """Greedy generation, one `Generation` per row (as SFT's predict): `extracted` is the answer letter of an
+        MCQ batch, else the transcription."""
+        if batch is None:
+            return GenerationBatch(())
+        from avcot.traces import extract_transcription, parse_answer
 
-def merge_stats(parts: list[tuple[GrpoStats, float]]) -> GrpoStats:
-    """Combine micro-batch stats: losses by their weights, token means by token counts."""
-    tokens = sum(s.tokens for s, _ in parts) or 1
-
-    def by_tokens(attr: str) -> float:
-        return sum(getattr(s, attr) * s.tokens for s, _ in parts) / tokens
-
-    return GrpoStats(
-        loss=sum(s.loss * w for s, w in parts), policy_loss=sum(s.policy_loss * w for s, w in parts),
-        kl_mean=by_tokens("kl_mean"), clip_fraction=by_tokens("clip_fraction"), ratio_mean=by_tokens("ratio_mean"),
-        ratio_max=max(s.ratio_max for s, _ in parts),
-        advantage_mean=sum(s.advantage_mean for s, _ in parts) / len(parts),
-        tokens=sum(s.tokens for s, _ in parts),
-    )
-
-
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
-    """Clip by global norm; works for plain and FSDP2 (DTensor) gradients alike."""
-    grads = [p for p in params if p.grad is not None]
-    if grads:
-        torch.nn.utils.clip_grad_norm_(grads, max_norm)
+        extract = parse_answer if batch.answers is not None else extract_transcription
+        return GenerationBatch(tuple(Generation(id=i, text=t, extracted=extract(t) or "")
+                                     for i, t in zip(batch.ids, self._greedy(batch))))

@@ -11,7 +11,8 @@ under Lightning's `ModelParallelStrategy` (FSDP2) each decoder layer and then th
 `fully_shard`-ed over the data-parallel mesh, with `cpu_offload` keeping parameters, gradients and AdamW
 state in host memory (FSDP2's `CPUOffloadPolicy`); DDP and single-device need nothing special.
 
-Loss is the thinker's own cross-entropy over `batch["labels"]` (-100 everywhere except the assistant
+Batches are `avcot.batch.Batch` records (the model's tensors in `inputs`, row ids, references). Loss is the
+thinker's own cross-entropy over `inputs["labels"]` (-100 everywhere except the assistant
 turn), so it falls on the target tokens only. AdamW (betas 0.9/0.999, eps 1e-8: torch's defaults, the
 AVRT paper's values) sees trainable parameters only; the schedule is linear warm-up then cosine decay to
 zero over `trainer.estimated_stepping_batches`.
@@ -42,6 +43,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from avcot.batch import Batch
 from avcot.chat import model_inputs
 from avcot.model import LoraSettings, lora_settings
 from avcot.records import Generation
@@ -212,16 +214,16 @@ class SFTModule(L.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------------------------
 
-    def forward(self, batch: dict):
-        return self.model(**model_inputs(batch))
+    def forward(self, batch: Batch):
+        return self.model(**model_inputs(batch.inputs))
 
-    def _loss(self, batch: dict, split: str):
+    def _loss(self, batch: Batch, split: str):
         loss = self._compute_loss(batch)
-        n = int(batch["input_ids"].shape[0])
+        n = len(batch)
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=n, sync_dist=split != "train")
         return loss
 
-    def _compute_loss(self, batch: dict) -> torch.Tensor:
+    def _compute_loss(self, batch: Batch) -> torch.Tensor:
         """The thinker's loss on the target tokens, through the speed levers when they are on."""
         if not (self.hparams.fast_loss or self.encoder_cache is not None):
             return self(batch).loss
@@ -229,15 +231,15 @@ class SFTModule(L.LightningModule):
 
         feats = None
         if self.encoder_cache is not None:  # keys from the collate when the DataModule hashed them, else here
-            keys = batch.get("meta", {}).get("media_keys")
+            keys = batch.media_keys
             if keys is None and not self._told_hash_media:
                 self._told_hash_media = True
                 rank_zero_info("encoder cache: media keys are hashed in the training step; the DataModule's "
                                "hash_media: true hashes them in the DataLoader workers instead")
-            feats = self.encoder_cache.features(self.model, batch, keys)
-        return sft_loss(self.model, batch, feats)
+            feats = self.encoder_cache.features(self.model, batch.inputs, keys)
+        return sft_loss(self.model, batch.inputs, feats)
 
-    def training_step(self, batch: dict | None, batch_idx: int):
+    def training_step(self, batch: Batch | None, batch_idx: int):
         if batch is None:  # every row of the batch was rejected (skip mode)
             return None
         loss = self._loss(batch, "train")
@@ -245,18 +247,21 @@ class SFTModule(L.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return loss
 
-    def validation_step(self, batch: dict | None, batch_idx: int):
+    def validation_step(self, batch: Batch | None, batch_idx: int):
         return None if batch is None else self._loss(batch, "val")
 
-    def test_step(self, batch: dict | None, batch_idx: int):
+    def test_step(self, batch: Batch | None, batch_idx: int):
         return None if batch is None else self._loss(batch, "test")
 
-    def _log_throughput(self, batch: dict) -> None:
+    def _log_throughput(self, batch: Batch) -> None:
+        """train/target_tokens_per_s: the batch's target tokens (labels != -100, so no pads) per second of the
+        step; train/tokens_per_s: its non-pad input tokens (attention mask) per second. A step's time runs from
+        the previous step's log to this one, so the first step of each epoch is not counted."""
         now = time.perf_counter()
         if self._last_step_time is not None:
             dt = max(now - self._last_step_time, 1e-9)
-            target = int((batch["labels"] != -100).sum())
-            total = int(batch["attention_mask"].sum())
+            target = int((batch.inputs["labels"] != -100).sum())
+            total = int(batch.inputs["attention_mask"].sum())
             self.log("train/target_tokens_per_s", target / dt, batch_size=1)
             self.log("train/tokens_per_s", total / dt, batch_size=1)
         self._last_step_time = now
@@ -265,7 +270,7 @@ class SFTModule(L.LightningModule):
         self._last_step_time = None  # do not count validation/epoch boundaries as step time
 
     @torch.no_grad()
-    def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> GenerationBatch:
+    def predict_step(self, batch: Batch | None, batch_idx: int, dataloader_idx: int = 0) -> GenerationBatch:
         """Greedy generation for a left-padded batch without targets -> one `Generation` per row."""
         if batch is None:
             return GenerationBatch(())
@@ -275,9 +280,9 @@ class SFTModule(L.LightningModule):
 
         if getattr(self, "_processor", None) is None:
             self._processor = load_processor(self.hparams.base)
-        texts = generate_texts(self.model, self._processor, batch, max_new_tokens=self.hparams.max_new_tokens)
+        texts = generate_texts(self.model, self._processor, batch.inputs, max_new_tokens=self.hparams.max_new_tokens)
         return GenerationBatch(tuple(Generation(id=i, text=t, extracted=extract_transcription(t))
-                                     for i, t in zip(batch["ids"], texts)))
+                                     for i, t in zip(batch.ids, texts)))
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ def test_labels_cover_exactly_the_trace_token_by_token(tmp_path, tiny_processor)
     tok = tiny_processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     traces = {r["id"]: r["trace"] for r in rows}
-    for i, rid in enumerate(batch["ids"]):
-        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+    for i, rid in enumerate(batch.ids):
+        ids, labels, mask = batch.inputs["input_ids"][i], batch.inputs["labels"][i], batch.inputs["attention_mask"][i]
         kept = (labels != -100).nonzero().flatten()
         # One contiguous block at the end of the real tokens: the assistant turn, then <|im_end|>.
         assert kept.tolist() == list(range(int(kept[0]), int(mask.sum())))
@@ -82,9 +82,9 @@ def test_audio_in_video_flag_changes_layout_and_reaches_the_model(tmp_path):
         dm = _dm(manifest, tmp_path, use_audio_in_video=flag, val_fraction=0.0, batch_size=2)
         dm.setup("fit")
         batches[flag] = next(iter(dm.train_dataloader()))
-        assert batches[flag]["use_audio_in_video"] is flag
-    assert batches[False]["input_ids"].shape != batches[True]["input_ids"].shape or not torch.equal(
-        batches[False]["input_ids"], batches[True]["input_ids"])
+        assert batches[flag].inputs["use_audio_in_video"] is flag
+    off, on = batches[False].inputs["input_ids"], batches[True].inputs["input_ids"]
+    assert off.shape != on.shape or not torch.equal(off, on)
     module = SFTModule()
     module.configure_model()
     seen = []
@@ -205,7 +205,7 @@ def test_decode_failure_at_getitem_is_rejected_once_or_raised(tmp_path):
     for epoch in range(2):  # decoded every epoch, recorded once
         dm.train_dataloader().sampler.set_epoch(epoch)
         batch = next(iter(dm.train_dataloader()))
-        assert sorted(batch["ids"]) == sorted(r["id"] for r in rows[:2]) and "skipped" not in batch["meta"]
+        assert sorted(batch.ids) == sorted(r["id"] for r in rows[:2])
     assert [(r["row_id"], r["stage"]) for r in _rejects(tmp_path)] == [("truncated", "decode")]
     assert "line 3" in _rejects(tmp_path)[0]["reason"]
     counts = dm.counts[str(manifest.resolve())]
@@ -240,8 +240,8 @@ def test_video_none_is_audio_only_in_the_batch(tmp_path, tiny_processor):
     dm = _dm(write_traced_manifest(tmp_path / "m.jsonl", 2), tmp_path, video="none", val_fraction=0.0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert "pixel_values_videos" not in batch and "input_features" in batch
-    assert not (batch["input_ids"] == tiny_processor.tokenizer.video_token_id).any()
+    assert "pixel_values_videos" not in batch.inputs and "input_features" in batch.inputs
+    assert not (batch.inputs["input_ids"] == tiny_processor.tokenizer.video_token_id).any()
 
 
 def test_predict_loader_is_left_padded_without_targets(tmp_path):
@@ -251,10 +251,11 @@ def test_predict_loader_is_left_padded_without_targets(tmp_path):
                          rejects_path=str(tmp_path / "rejects.jsonl"))
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert batch["ids"] == [r["id"] for r in rows]
-    assert (batch["labels"] == -100).all()
-    assert batch["attention_mask"][:, -1].all()  # every row ends at the last column: left padding
-    assert not batch["attention_mask"][:, 0].all()  # prompts differ in length, so some row is padded
+    assert batch.ids == tuple(r["id"] for r in rows) and batch.answers is None
+    assert batch.references == tuple(r["text"] for r in rows)
+    assert (batch.inputs["labels"] == -100).all()
+    assert batch.inputs["attention_mask"][:, -1].all()  # every row ends at the last column: left padding
+    assert not batch.inputs["attention_mask"][:, 0].all()  # prompts differ in length, so some row is padded
 
 
 def test_epoch_seeded_sampler_depends_only_on_seed_and_epoch():

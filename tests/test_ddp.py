@@ -76,7 +76,7 @@ GROUPED_SCRIPT = textwrap.dedent("""
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             with open(f"{out}/ids{trainer.global_rank}.jsonl", "a") as f:
-                f.write(json.dumps([trainer.current_epoch, batch["ids"]]) + "\\n")
+                f.write(json.dumps([trainer.current_epoch, list(batch.ids)]) + "\\n")
 
     dm = CavsrDataModule(train_manifest=manifest, val_fraction=0.0, batch_size=2, group_by_length=True,
                          rejects_path=out + "/r.jsonl")

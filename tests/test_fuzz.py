@@ -15,7 +15,14 @@ from avcot.filters import Judgement
 from avcot.phonetics import ambiguous_spans
 from avcot.pipeline.chat_roles import parse_verdict
 from avcot.records import LETTERS
-from avcot.rewards import accuracy_reward, cer_reward, combine_rewards, format_reward, length_reward
+from avcot.rewards import (
+    RewardInputs,
+    accuracy_reward,
+    cer_reward,
+    combine_rewards,
+    format_reward,
+    length_reward,
+)
 from avcot.text import cer, normalize_zh
 from avcot.traces import AVCoTTrace, extract_transcription, parse_answer, parse_avcot, split_think_answer
 
@@ -62,7 +69,8 @@ def test_rewards_in_range(completion: str, gold: str, reference: str) -> None:
     ):
         assert len(values) == 2 and values[0] == values[1]
         assert all(0.0 <= v <= 1.0 and not math.isnan(v) for v in values)
-    total, per = combine_rewards([(format_reward, 1.0), (accuracy_reward, 1.0)], batch, answers=[gold, gold])
+    total, per = combine_rewards([(format_reward, 1.0), (accuracy_reward, 1.0)], batch,
+                                 RewardInputs(references=(gold, gold), answers=(gold, gold)))
     assert all(0.0 <= t <= 2.0 for t in total) and set(per) == {"format_reward", "accuracy_reward"}
     if format_reward([completion]) == [1.0]:
         assert completion.strip().startswith("<think>") and completion.strip().endswith("</answer>")

@@ -11,7 +11,7 @@ from helpers import SYNTH, varied_rows, write_manifest
 
 def _epoch(loader) -> list[tuple[list[str], list[int]]]:
     """(ids, real token counts) per batch of one pass."""
-    return [(b["ids"], b["attention_mask"].sum(dim=1).tolist()) for b in loader]
+    return [(list(b.ids), b.inputs["attention_mask"].sum(dim=1).tolist()) for b in loader]
 
 
 def _pads(batches) -> int:

@@ -143,15 +143,18 @@ def test_reference_with_adapter_disabled_equals_base_model(base_model, tiny_batc
     assert (on - base).abs().max() > 1e-3  # the adapter does change the policy
 
 
-def test_resolve_reward_and_meta_repetition():
-    from avcot.rewards import format_reward
-    from lit_modules.grpo import repeat_meta, resolve_reward
+def test_resolve_reward_and_reward_inputs_per_completion(tiny_batch):
+    from avcot.batch import Batch
+    from avcot.rewards import format_reward, resolve_reward
 
     assert resolve_reward("avcot.rewards.format_reward") is format_reward
     with pytest.raises(ValueError, match="cannot import reward"):
         resolve_reward("avcot.rewards.no_such_reward")
-    meta = {"answers": ["A", "C"], "ids": ["x"]}
-    assert repeat_meta(meta, 2, 3) == {"answers": ["A", "A", "A", "C", "C", "C"]}
+    inputs, _, _ = tiny_batch
+    batch = Batch(inputs=inputs, ids=("x", "y"), references=("A", "C"), answers=("A", "C"),
+                  media_keys={"video": ["k1", "k2"]})
+    kwargs = batch.reward_inputs(3).kwargs()
+    assert kwargs == {"references": ("A",) * 3 + ("C",) * 3, "answers": ("A",) * 3 + ("C",) * 3}  # no media
 
 
 def _distinct_token_reward(completions, **kw) -> list[float]:
@@ -238,7 +241,7 @@ def test_configs_name_real_arguments_and_their_command(name):
         assert not unknown, f"{name}: {section} has unknown arguments {unknown}"
     args = cfg["model"]["init_args"]
     if "rewards" in args:
-        from lit_modules.grpo import resolve_reward
+        from avcot.rewards import resolve_reward
 
         assert len(args["rewards"]) == len(args["reward_weights"])
         assert all(callable(resolve_reward(r)) for r in args["rewards"])

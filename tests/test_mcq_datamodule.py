@@ -38,25 +38,25 @@ def _batch(manifest: str, **kw) -> dict:
     return next(iter(dm.train_dataloader())), dm
 
 
-def _count(batch: dict, dm, token: str) -> int:
-    return int((batch["input_ids"] == dm.processor.tokenizer.convert_tokens_to_ids(token)).sum())
+def _count(batch, dm, token: str) -> int:
+    return int((batch.inputs["input_ids"] == dm.processor.tokenizer.convert_tokens_to_ids(token)).sum())
 
 
 @pytest.mark.parametrize("modality,video,audio", [("av", True, True), ("a", False, True), ("v", True, False)])
 def test_modality_dropping_removes_the_other_stream(tmp_path, data_dir, modality, video, audio):
     manifest = _write(tmp_path, _rows(data_dir, "-av"))
     batch, dm = _batch(manifest, target="none", modality=modality)
-    assert ("pixel_values_videos" in batch) == video
-    assert ("input_features" in batch) == audio
+    assert ("pixel_values_videos" in batch.inputs) == video
+    assert ("input_features" in batch.inputs) == audio
     assert (_count(batch, dm, "<|VIDEO|>") > 0) == video
     assert (_count(batch, dm, "<|AUDIO|>") > 0) == audio
-    assert batch["attention_mask"][:, -1].all()  # prompt-only batches are left-padded for generation
-    assert batch["meta"]["answers"] == [r["answer"] for r in _rows(data_dir, "-av")]
+    assert batch.inputs["attention_mask"][:, -1].all()  # prompt-only batches are left-padded for generation
+    assert batch.answers == batch.references == tuple(r["answer"] for r in _rows(data_dir, "-av"))
 
 
 def test_audio_only_rows_have_no_video_even_in_av_mode(tmp_path, data_dir):
     batch, dm = _batch(_write(tmp_path, _rows(data_dir, "-a")), target="none")
-    assert "pixel_values_videos" not in batch and "input_features" in batch
+    assert "pixel_values_videos" not in batch.inputs and "input_features" in batch.inputs
 
 
 def test_trace_target_labels_only_the_trace(tmp_path, data_dir):
@@ -66,9 +66,10 @@ def test_trace_target_labels_only_the_trace(tmp_path, data_dir):
     batch, dm = _batch(_write(tmp_path, rows), target="trace")
     tok = dm.processor.tokenizer
     for i, r in enumerate(rows):
-        labelled = batch["labels"][i][batch["labels"][i] != -100]
+        labels = batch.inputs["labels"][i]
+        labelled = labels[labels != -100]
         assert tok.decode(labelled[:-1]) == TRACE.format(r["answer"])  # + the final <|im_end|>
-    assert batch["attention_mask"][:, 0].all()  # SFT batches are right-padded
+    assert batch.inputs["attention_mask"][:, 0].all()  # SFT batches are right-padded
 
 
 def test_rows_without_trace_are_rejected_for_sft(tmp_path, data_dir):

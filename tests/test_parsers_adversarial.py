@@ -22,7 +22,14 @@ from avcot.pipeline.chat_roles import parse_verdict
 from avcot.records import LETTERS
 from avcot.rewards import (
     MAX_SCORED_CHARS,
-    accuracy_reward, cer_reward, combine_rewards, completion_text, count_words, format_reward, length_reward,
+    RewardInputs,
+    accuracy_reward,
+    cer_reward,
+    combine_rewards,
+    completion_text,
+    count_words,
+    format_reward,
+    length_reward,
 )
 from avcot.traces import AVCoTTrace, extract_transcription, merge_traces, parse_answer, parse_avcot, split_think_answer
 
@@ -124,7 +131,7 @@ def check_all(text: Any) -> None:
     assert _is_score(guarded("length_reward", lambda: length_reward([text])))
     total, per = guarded("combine_rewards", lambda: combine_rewards(
         [(format_reward, 1.0), (accuracy_reward, 1.0), (cer_reward, 1.0), (length_reward, 1.0)],
-        [text], answers=["B"], references=["差拨"]))
+        [text], RewardInputs(references=("差拨",), answers=("B",))))
     assert len(total) == 1 and 0.0 <= total[0] <= 4.0 and set(per) == {
         "format_reward", "accuracy_reward", "cer_reward", "length_reward"}
     verdict = guarded("parse_verdict", lambda: _verdict(text))

@@ -199,7 +199,7 @@ def test_resume_after_kill_minus_9(tmp_path):
 
     proc = subprocess.Popen(_cli(cut_root, manifest), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    ckpt = cut_root / "version_0" / "checkpoints" / "epoch=0-step=4.ckpt"
+    ckpt = cut_root / "checkpoints" / "epoch=0-step=4.ckpt"
     deadline = time.time() + 240
     while not (ckpt.is_file() and (ckpt.parent / "adapter-last").is_dir()) and proc.poll() is None:
         assert time.time() < deadline, "no epoch-0 checkpoint appeared"
@@ -228,7 +228,7 @@ manifest, out, stop, ckpt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv
 class Record(BatchIds):
     def training_step(self, batch, batch_idx):
         with open(f"{out}/ids{self.global_rank}.jsonl", "a") as f:
-            f.write(json.dumps(batch["ids"]) + "\\n")
+            f.write(json.dumps(list(batch.ids)) + "\\n")
         return super().training_step(batch, batch_idx)
 
 

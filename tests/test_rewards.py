@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from avcot.rewards import (
     MAX_SCORED_CHARS,
+    RewardInputs,
     accuracy_reward,
     combine_rewards,
     completion_text,
@@ -86,7 +87,7 @@ def test_combine_rewards_weighted_sum_and_names() -> None:
     completions = [GOOD, "<answer>B</answer>"]
     total, per = combine_rewards(
         [(format_reward, 1.0), (accuracy_reward, 2.0), (functools.partial(format_reward), 0.5)],
-        completions, answers=["A", "B"], references=["x", "y"],
+        completions, RewardInputs(references=("x", "y"), answers=("A", "B")),
     )
     assert per == {"format_reward": [1.0, 0.0], "accuracy_reward": [1.0, 1.0], "format_reward_2": [1.0, 0.0]}
     assert total == pytest.approx([1.0 + 2.0 + 0.5, 0.0 + 2.0 + 0.0])
@@ -98,6 +99,32 @@ def test_combine_rewards_checks_lengths() -> None:
 
     with pytest.raises(ValueError, match="broken returned 1 values for 2 completions"):
         combine_rewards([(broken, 1.0)], ["a", "b"])
+
+
+def test_combine_rewards_passes_only_the_reward_fields() -> None:
+    seen: list[dict] = []
+
+    def spy(completions, **kw):
+        seen.append(kw)
+        return [0.0] * len(completions)
+
+    combine_rewards([(spy, 1.0)], ["a", "b"], RewardInputs(references=("r", "s")))
+    combine_rewards([(spy, 1.0)], ["a", "b"], RewardInputs(references=("r", "s"), answers=("A", "B")))
+    combine_rewards([(spy, 1.0)], ["a"])
+    assert seen == [{"references": ("r", "s")}, {"references": ("r", "s"), "answers": ("A", "B")}, {}]
+    with pytest.raises(ValueError, match="2 completions but reward inputs for 1"):
+        combine_rewards([(spy, 1.0)], ["a", "b"], RewardInputs(references=("r",)))
+
+
+def test_reward_inputs_repeat_per_completion() -> None:
+    inputs = RewardInputs(references=("x", "y"), answers=("A", "C")).repeat(3)
+    assert inputs.answers == ("A", "A", "A", "C", "C", "C") and inputs.references == ("x",) * 3 + ("y",) * 3
+    assert RewardInputs(references=("x",)).repeat(2) == RewardInputs(references=("x", "x"), answers=None)
+
+
+def test_accuracy_reward_without_answers_says_it_needs_mcq() -> None:
+    with pytest.raises(ValueError, match="accuracy_reward: no answers"):
+        combine_rewards([(accuracy_reward, 1.0)], [GOOD], RewardInputs(references=("差拨",)))
 
 
 # The format check as it was written first, a lazy two-block regex: fine on short strings, the

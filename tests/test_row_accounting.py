@@ -97,6 +97,6 @@ def test_mcq_check_media_and_decode_rejects(tmp_path, data_dir):
         dm.setup("fit")
         if not check:
             (batch,) = list(dm.train_dataloader())
-            assert sorted(batch["ids"]) == sorted(r["id"] for r in rows[:3])
+            assert sorted(batch.ids) == sorted(r["id"] for r in rows[:3])
         counts = dm.counts[str(manifest.resolve())]
         assert (counts.rows_in, counts.rows_used, counts.rows_rejected) == (4, 3, 1), check

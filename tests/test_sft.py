@@ -100,8 +100,8 @@ def test_loss_falls_on_target_tokens_only(tmp_path):
     module.model.eval()
     with torch.no_grad():
         out = module(batch)
-        logits = module.model(**model_inputs(batch, with_labels=False)).logits  # [B, L, V]
-    labels = batch["labels"][:, 1:]  # [B, L-1]
+        logits = module.model(**model_inputs(batch.inputs, with_labels=False)).logits  # [B, L, V]
+    labels = batch.inputs["labels"][:, 1:]  # [B, L-1]
     keep = labels != -100
     manual = torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[keep])
     assert torch.allclose(out.loss, manual, atol=1e-5)

@@ -99,8 +99,7 @@ def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            keys = batch["meta"].get("media_keys")
-            seen.append(keys == media_keys(batch))  # the collated keys are the batch's own
+            seen.append(batch.media_keys == media_keys(batch.inputs))  # the collated keys are the batch's own
 
     dm = CavsrDataModule(train_manifest=str(write_traced_manifest(tmp_path / "m.jsonl", 4)), batch_size=2,
                          val_fraction=0.0, rejects_path=str(tmp_path / "rejects.jsonl"), hash_media=True)
@@ -111,7 +110,7 @@ def test_encoder_cache_keys_are_hashed_in_the_collate_and_used(tmp_path):
     original, passed = EncoderCache.features, []
 
     def spy(self, model, batch, keys=None):
-        passed.append(keys is not None and keys == batch["meta"]["media_keys"])
+        passed.append(keys is not None and keys == media_keys(batch))
         return original(self, model, batch, keys)
 
     with mock.patch.object(EncoderCache, "features", spy):

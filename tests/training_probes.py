@@ -16,8 +16,8 @@ class BatchIds(L.LightningModule):
         self.ids: list[tuple[str, ...]] = []
 
     def training_step(self, batch, batch_idx):
-        self.ids.append(tuple(batch["ids"]))
-        return self.w.sum() * batch["input_ids"].float().mean()
+        self.ids.append(tuple(batch.ids))
+        return self.w.sum() * batch.inputs["input_ids"].float().mean()
 
     def validation_step(self, batch, batch_idx):
         return None

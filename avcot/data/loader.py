@@ -129,8 +129,7 @@ class RowLoader(DataLoader):
 
     def _take(self, batch: Any) -> Any:
         """Record a batch's skipped rows; a batch of skipped rows becomes None."""
-        skipped = batch.skipped if isinstance(batch, SkippedBatch) else \
-            batch.get("meta", {}).pop("skipped", ()) if isinstance(batch, dict) else ()
+        skipped = getattr(batch, "skipped", ())  # a SkippedBatch or an avcot.batch.Batch
         if skipped and self.on_skipped is not None:
             self.on_skipped(skipped)
         return None if isinstance(batch, SkippedBatch) else batch

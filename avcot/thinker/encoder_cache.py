@@ -85,7 +85,7 @@ def media_keys(batch: dict) -> dict[str, list[str]]:
     """Item keys of every media item in `batch`, by modality.
 
     Hashing reads the media bytes on the host: call this where the batch is still on the CPU (in the
-    DataLoader's collate, e.g. into batch["meta"]["media_keys"]) and pass the result to `features`.
+    DataLoader's collate: `avcot.batch.Batch.media_keys`) and pass the result to `features`.
     """
     return {m: [item_key(it) for it in items] for m, items in split_media(batch).items()}
 
