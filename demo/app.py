@@ -1,9 +1,13 @@
 """Gradio demo: AV-CoT transcription and audio-visual MCQ answering, streamed as they are generated.
 
-    python -m demo.app [--base PATH_OR_TINY] [--adapter DIR] [--host 127.0.0.1] [--port 7860] [--share]
+    python -m demo.app [--base PATH_OR_TINY] [--adapter DIR] [--runs runs] [--host 127.0.0.1] [--port 7860]
 
-With no arguments it serves the embedded tiny (random-init) thinker, so it always starts. This module
-only wires Gradio to the plain functions in `demo.inference`, `demo.safety` and `demo.views`.
+With no model flags it serves the newest training run's model under `runs/` (`checkpoints/model-last` or
+`adapter-last`, by modification time), decoding clips as that run was trained (its training_settings.json;
+flags win), and falls back to the embedded tiny (random-init) thinker when there is none, so it always
+starts; the first line it prints says which (`demo.latest_run`). The example clips ship with the package
+(`avcot/assets/examples`). This module only wires Gradio to the plain functions in `demo.inference`,
+`demo.latest_run`, `demo.safety` and `demo.views`.
 
 Safety: binds 127.0.0.1 unless told otherwise, no share link unless `--share`, uploads limited in size
 (Gradio's `max_file_size` and our own check) and type (extension and probed content), uploads kept in a
@@ -27,9 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id resolves from the local
 
 import gradio as gr  # noqa: E402
 
+import avcot  # noqa: E402
 from demo.inference import (  # noqa: E402
     ClipError, DemoSettings, black_out, clean_options, load_clip, stream_qa, stream_transcription,
 )
+from demo.latest_run import ModelChoice, choose_model, media_overrides  # noqa: E402
 from demo.runtime import TINY_BANNER, LoadedModel, ModelLoadError, load_model  # noqa: E402
 from demo.safety import (  # noqa: E402
     EXTENSIONS, MB, Kind, UploadDir, UploadError, UploadPolicy, check_request_value, validate_upload,
@@ -38,8 +44,10 @@ from demo.views import (  # noqa: E402
     answer_segments, change_segments, load_examples, qa_status, transcription_view,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_EXAMPLES = REPO / "tests" / "data" / "synth"
+DEFAULT_EXAMPLES = Path(avcot.__file__).resolve().parent / "assets" / "examples"
+"""Example clips shipped inside the package (package-data), so an installed copy finds them too."""
+DEFAULT_MAX_NEW_TOKENS = 384
+"""The tiny recipe's AV-CoT traces run to ~270 tokens; a shorter budget would cut off the transcription."""
 GENERATION = "generation"  # one concurrency group: one generation at a time on the shared model
 
 
@@ -233,8 +241,13 @@ def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m demo.app", description=__doc__.splitlines()[0])
-    p.add_argument("--base", default="tiny", help="'tiny' (embedded smoke-test model) or a checkpoint directory")
-    p.add_argument("--adapter", default=None, help="LoRA adapter directory to attach on top of --base")
+    p.add_argument("--base", default=None, help="'tiny' (embedded smoke-test model) or a checkpoint directory "
+                   "(none given: the newest run's model under --runs, else tiny)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter directory to attach on top of --base (tiny if "
+                   "not given)")
+    p.add_argument("--runs", type=Path, default=Path("runs"),
+                   help="where to look for the newest run's checkpoints/{model-last,adapter-last} when neither "
+                        "--base nor --adapter is given")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
@@ -244,8 +257,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: each task's own)")
     p.add_argument("--frame-size", type=int, default=None, help="frame side in pixels (default: each task's own)")
     p.add_argument("--max-seconds", type=float, default=None, help="clip length cap (default: each task's own)")
-    p.add_argument("--max-new-tokens", type=int, default=DemoSettings.max_new_tokens)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="generation length cap")
     return p.parse_args(argv)
+
+
+def demo_settings(args: argparse.Namespace, choice: ModelChoice) -> DemoSettings:
+    """Media settings: each flag given, else what the served run was trained with, else the task's default."""
+    flags = {"num_frames": args.num_frames, "frame_size": args.frame_size, "max_seconds": args.max_seconds}
+    values, where = media_overrides(flags, choice.adapter or choice.base)
+    print(f"media settings: {where}", file=sys.stderr)
+    return DemoSettings.from_flags(**values, max_new_tokens=args.max_new_tokens)
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -255,13 +276,14 @@ def _interrupt(signum: int, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Load the model, build the UI and serve it until interrupted; 2 on a bad model path."""
     args = parse_args(argv)
+    choice = choose_model(args.base, args.adapter, args.runs)
+    print(choice.message, file=sys.stderr)
     try:
-        loaded = load_model(args.base, args.adapter, dtype=args.dtype)
-    except ModelLoadError as e:
+        loaded = load_model(choice.base, choice.adapter, dtype=args.dtype)
+        media = demo_settings(args, choice)
+    except (ModelLoadError, ValueError) as e:  # ValueError: a malformed training_settings.json
         print(f"error: {e}", file=sys.stderr)
         return 2
-    media = DemoSettings.from_flags(num_frames=args.num_frames, frame_size=args.frame_size,
-                                    max_seconds=args.max_seconds, max_new_tokens=args.max_new_tokens)
     uploads = UploadDir()
     atexit.register(uploads.cleanup)  # also on Ctrl-C / normal interpreter exit
     # SIGTERM (service managers, `kill`) would skip atexit and `finally`; treat it like Ctrl-C, which
