@@ -179,13 +179,17 @@ def run_info(settings: CavsrEvalSettings) -> dict:
 
 def run_cavsr(settings: CavsrEvalSettings) -> CavsrEvalResult:
     """Evaluate `settings.model` on `settings.data` under every condition and write the report."""
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
     from avcot.processor import load_processor
 
+    return evaluate_model(load_eval_model(settings.model), load_processor(processor_source(settings.model)), settings)
+
+
+def evaluate_model(model, processor, settings: CavsrEvalSettings) -> CavsrEvalResult:
+    """Evaluate an already loaded `model` (eval mode, on its device) on `settings.data` under every condition
+    and write the report; `settings.model` only describes it in the report (e.g. a model still in training)."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "rejects.jsonl").unlink(missing_ok=True)  # a run that stops half-way leaves no earlier run's rejects
-    model = load_eval_model(settings.model)
-    processor = load_processor(processor_source(settings.model))
     outcomes = [evaluate_condition(model, processor, settings, c) for c in conditions(settings)]
     preds = [p for o in outcomes for p in o.predictions]
     rejects = [r for o in outcomes for r in o.rejects]
