@@ -21,6 +21,15 @@ class CompletionSample:
         return asdict(self)
 
 
+def samples_due(step: int, updates: int, every: int) -> bool:
+    """Whether a training step that made `updates` optimizer updates and left the count at `step` logs its
+    samples: its first step, then whenever the count reaches or passes a multiple of `every` (0 = never)."""
+    if every <= 0:
+        return False
+    before = step - updates
+    return before == 0 or before // every != step // every
+
+
 def completion_samples(step: int, prompt_ids: Sequence[str], completions: Sequence[str], rewards: Sequence[float],
                        group_size: int) -> list[CompletionSample]:
     """Every completion of a step with its prompt's id (the G completions of a prompt are adjacent)."""

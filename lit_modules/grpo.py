@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from avcot.batch import Batch
-from avcot.completion_samples import completion_samples
+from avcot.completion_samples import completion_samples, samples_due
 from avcot.grpo import (
     GrpoStats,
     LossType,
@@ -351,10 +351,9 @@ class GRPOModule(L.LightningModule):
     def _log_samples(self, ids: Sequence[str], texts: list[str], rewards: torch.Tensor) -> None:
         """At the first step and then every `log_samples_every_n_steps` optimizer steps, this step's completions to
         the loggers (rank 0 only)."""
-        every, step = self.hparams.log_samples_every_n_steps, self.global_step  # already counts this step's updates
-        before = step - self.hparams.num_iterations  # a step makes num_iterations updates: due if it crossed a multiple
-        if every and (before == 0 or before // every != step // every) and self.trainer.is_global_zero:
-            samples = completion_samples(step, ids, texts, rewards.tolist(), self.hparams.group_size)
+        h, step = self.hparams, self.global_step  # already counts this step's num_iterations updates
+        if samples_due(step, h.num_iterations, h.log_samples_every_n_steps) and self.trainer.is_global_zero:
+            samples = completion_samples(step, ids, texts, rewards.tolist(), h.group_size)
             write_samples(self.trainer.loggers, samples, step)
 
     def _greedy(self, batch: Batch) -> list[str]:
