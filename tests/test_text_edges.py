@@ -8,7 +8,7 @@ from typing import get_args
 import pytest
 
 from avcot import text
-from avcot.text import SCORINGS, Scoring, cer, normalize_zh, scored_tokens, to_simplified, tokenize_zh
+from avcot.text import SCORINGS, Scoring, cer, normalize_zh, scored_tokens, to_simplified, tokenize_zh, wenet_tokens
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -81,3 +81,12 @@ def test_traditional_characters_stay_unless_t2s_is_asked_for() -> None:
     assert tokenize_zh("這個") == ["這", "個"]  # default: no conversion (the reference may be traditional)
     assert tokenize_zh("這個", t2s=True) == ["这", "个"]
     assert normalize_zh("這個") == "這個" and normalize_zh("這個", t2s=True) == "这个"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    # compute-cer.py runs a chunk on over characters with ord < 128 and stops at the first >= 128
+    ("a\x7fb", ["A\x7fB"]),  # DEL (127) is ASCII: one chunk, not alphanumeric, so one token
+    ("a\x80b", ["A", "\x80B"]),  # U+0080 (a control, not skipped) ends 'a' and starts a chunk of its own
+])
+def test_wenet_chunks_stop_at_the_first_non_ascii_character(raw: str, expected: list[str]) -> None:
+    assert wenet_tokens(raw) == expected
