@@ -107,13 +107,9 @@ def test_tiny_avrt_sft_recipe_parses_and_a_short_run_writes_the_adapter(tmp_path
     assert cfg["data"]["init_args"]["target"] == "trace" and cfg["model"]["init_args"]["base"] == "tiny"
     train = [json.loads(x) for x in (REPO / cfg["data"]["init_args"]["train_manifest"]).read_text().splitlines()]
     assert train and all("<answer>" in r["trace"] for r in train)
-    # the same recipe, its output folders moved under tmp_path, two steps
-    recipe = yaml.safe_load(text)
-    recipe["trainer"]["default_root_dir"] = recipe["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
-    recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
-    short = tmp_path / "recipe.yaml"
-    short.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
-    cli = cli_main(["fit", "--config", str(short), "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
+    # the same recipe, everything it writes moved under tmp_path, two steps
+    cli = cli_main(["fit", "--config", "configs/tiny_avrt_sft.yaml", "--trainer.default_root_dir", str(tmp_path),
+                    "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
     assert cli.trainer.global_step == 2
     assert (tmp_path / "checkpoints" / "adapter-last" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "training_settings.json").is_file()
