@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions whose message alone tells the user what to fix (it names the file and says why)."""
+    from avcot.data.rows import BadRowError
     from avcot.model import CheckpointError
 
-    return (CheckpointError,)
+    return (CheckpointError, BadRowError)
 
 
 def run_command(main: Callable[[list[str] | None], object], args: list[str] | None = None) -> int:

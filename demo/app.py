@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id resolves from the local
 import gradio as gr  # noqa: E402
 
 import avcot  # noqa: E402
+from avcot.cli_help import DefaultsHelpFormatter  # noqa: E402
 from demo.inference import (  # noqa: E402
     ClipError, DemoSettings, black_out, clean_options, load_clip, stream_qa, stream_transcription,
 )
@@ -240,7 +241,8 @@ def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m demo.app", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m demo.app", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--base", default=None, help="'tiny' (embedded smoke-test model) or a checkpoint directory "
                    "(none given: the newest run's model under --runs, else tiny)")
     p.add_argument("--adapter", default=None, help="LoRA adapter directory to attach on top of --base (tiny if "
@@ -248,9 +250,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path("runs"),
                    help="where to look for the newest run's checkpoints/{model-last,adapter-last} when neither "
                         "--base nor --adapter is given")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--share", action="store_true", help="create a public Gradio share link (off by default)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
     p.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES, help="bundled examples dir (manifest.jsonl)")

@@ -9,7 +9,8 @@
   sibling directory first and renamed into place, so a crash never leaves a half-written adapter
   under the final name (`adapter-last` is swapped by two renames: for a moment it may be absent,
   never partial).
-- `PredictionWriter`: a prediction writer callback: one JSONL line {id, text, extracted} per clip.
+- `PredictionWriter`: a prediction writer callback: one JSONL line {id, text, extracted} per clip, by default
+  in `<default_root_dir>/predictions.jsonl`.
 - `AtomicCheckpointIO` / `use_atomic_checkpoints(trainer)`: Lightning checkpoints are written to a temporary
   file in the same directory, fsync-ed and renamed over the target, so a crash (even kill -9) mid-save never
   leaves a truncated `.ckpt` for `--ckpt_path` to pick up. (FSDP2 distributed checkpoints are directories
@@ -90,11 +91,12 @@ def write_adapter(peft_model, state: dict[str, torch.Tensor], target: Path) -> N
 
 
 def checkpoint_dir(trainer: L.Trainer) -> Path:
-    """Where Lightning puts checkpoints for this run (the ModelCheckpoint's dirpath, else the default)."""
+    """Where this run's checkpoints go: the ModelCheckpoint's dirpath, else `<default_root_dir>/checkpoints`
+    (the layout `avcot.cli` gives every run, so adapters land in one known place with or without one)."""
     cb = trainer.checkpoint_callback
     if cb is not None and getattr(cb, "dirpath", None):
         return Path(cb.dirpath)
-    return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+    return Path(trainer.default_root_dir) / "checkpoints"
 
 
 class AdapterSaver(Callback):
@@ -143,13 +145,27 @@ def prune_step_adapters(ckdir: Path, keep: int) -> list[Path]:
 class PredictionWriter(BasePredictionWriter):
     """Writes `predict_step`'s `Generation`s as JSONL: one line {id, text, extracted} per clip."""
 
-    def __init__(self, output_path: str = "predictions.jsonl"):
+    def __init__(self, output_path: str | None = None):
         """
         Args:
-            output_path: JSONL file written by `predict` (relative paths: relative to the working directory).
+            output_path: JSONL file written by `predict`; None: `<trainer.default_root_dir>/predictions.jsonl`
+                (relative paths: relative to the working directory).
         """
         super().__init__(write_interval="batch")
-        self.output_path = Path(output_path)
+        self.path = Path(output_path) if output_path is not None else None
+        self._root: str | None = None
+
+    @property
+    def output_path(self) -> Path:
+        """The JSONL file: `output_path`, else `predictions.jsonl` in the run's default_root_dir."""
+        if self.path is not None:
+            return self.path
+        if self._root is None:
+            raise RuntimeError("PredictionWriter has no output_path and no trainer to place it under")
+        return Path(self._root) / "predictions.jsonl"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._root = trainer.default_root_dir
 
     def _part(self, trainer: L.Trainer) -> Path:
         if trainer.world_size == 1:

@@ -57,7 +57,7 @@ def test_fit_then_predict_through_the_cli(tmp_path, monkeypatch):
     cli = main(["fit", "--config", "configs/tiny.yaml", *_overrides(tmp_path), "--trainer.max_steps", "2",
                 "--trainer.limit_val_batches", "1"])
     assert cli.trainer.global_step == 2
-    ckdir = tmp_path / "version_0" / "checkpoints"
+    ckdir = tmp_path / "checkpoints"  # fixed beside the logger's version folders (avcot.cli)
     assert len(list(ckdir.glob("*.ckpt"))) == 1
     assert (ckdir / "adapter-last" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "version_0" / "config.yaml").is_file()

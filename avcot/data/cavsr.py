@@ -42,7 +42,9 @@ def target_text(clip: Clip, target: Target) -> str:
         return clip.text
     if target == "avcot":
         if clip.trace is None:
-            raise ValueError("target='avcot' but the row has no trace (use target='transcript' for plain SFT)")
+            raise ValueError("target='avcot' but the row has no trace; run the pipeline first: python -m "
+                             "avcot.pipeline cavsr --input MANIFEST --out DIR, then train on DIR/sft.jsonl "
+                             "(or use target='transcript' for plain SFT)")
         return clip.trace
     raise ValueError(f"target must be 'avcot' or 'transcript', got {target!r}")
 

@@ -74,6 +74,8 @@ class RejectLog:
         self.count = 0
         self.lines: dict[str, set[int]] = {}
         """Rejected line numbers per manifest (source)."""
+        self.first: dict[str, str] = {}
+        """The first reject's "stage: reason" per manifest (what an error about a whole manifest quotes)."""
         self._lock = threading.Lock()
 
     def add(self, reject: Reject, line: int | None = None) -> bool:
@@ -85,6 +87,7 @@ class RejectLog:
                     return False
                 seen.add(line)
             self.count += 1
+            self.first.setdefault(reject.source, f"{reject.stage}: {reject.reason}")
             log.warning("rejected row %s from %s at %s: %s", reject.row_id, reject.source, reject.stage,
                         reject.reason)
             if self.path is not None:
@@ -110,7 +113,8 @@ def require_rows(kept: list, counts: RowCounts, path: str, rejects: RejectLog) -
     """
     if not kept:
         where = f"; reasons in {rejects.path}" if rejects.path else ""
-        raise BadRowError(f"{path}: no usable rows: all {counts.rows_in} rows were rejected{where}")
+        first = f" (the first: {rejects.first[path]})" if path in rejects.first else ""
+        raise BadRowError(f"{path}: no usable rows: all {counts.rows_in} rows were rejected{first}{where}")
     return kept
 
 

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from avcot.cli_help import DefaultsHelpFormatter
 from avcot.data.clips import CAVSR_MEDIA, MCQ_MEDIA, MediaSettings
 from avcot.eval.loaders import BENCHMARKS
 from avcot.text import SCORINGS
@@ -55,27 +56,31 @@ def _model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m avcot.eval", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m avcot.eval", description=__doc__.splitlines()[0],
+                                 formatter_class=DefaultsHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    cav = sub.add_parser("cavsr", help="CER of transcriptions under video ablations")
+    cav = sub.add_parser("cavsr", help="CER of transcriptions under video ablations",
+                         formatter_class=DefaultsHelpFormatter)
     _model_args(cav)
     cav.add_argument("--ablations", default="black,random,audio_only",
                      help="comma list besides the true video: black, random, audio_only ('' = true video only)")
     cav.add_argument("--prompt", default=None, choices=("avcot", "transcript"),
                      help="instruction: avcot, or transcript for a w/o-AV-CoT adapter (default: the training "
                           "target, else avcot)")
-    cav.add_argument("--max-new-tokens", type=int, default=256)
+    cav.add_argument("--max-new-tokens", type=int, default=256, help="generation length cap per clip")
     cav.add_argument("--num-frames", type=int, default=None, help="frames per clip, even (default: as trained, else 4)")
     cav.add_argument("--t2s", action="store_true", help="traditional -> simplified before scoring")
     cav.add_argument("--scoring", default="avcot", choices=SCORINGS,
                      help="CER tokens: avcot (punctuation/width/case folded) or wenet (compute-cer.py --char=1)")
     cav.add_argument("--worst-k", type=int, default=10, help="rows in the worst-samples table")
-    mcq = sub.add_parser("mcq", help="accuracy per modality / difficulty, format-valid rate")
+    mcq = sub.add_parser("mcq", help="accuracy per modality / difficulty, format-valid rate",
+                         formatter_class=DefaultsHelpFormatter)
     _model_args(mcq)
     mcq.add_argument("--modalities", default="a,v,av", help="comma list of a, v, av")
-    mcq.add_argument("--max-new-tokens", type=int, default=512)
+    mcq.add_argument("--max-new-tokens", type=int, default=512, help="generation length cap per question")
     mcq.add_argument("--num-frames", type=int, default=None, help="frames per clip, even (default: as trained, else 8)")
-    conv = sub.add_parser("convert", help="public benchmark release -> our manifest JSONL")
+    conv = sub.add_parser("convert", help="public benchmark release -> our manifest JSONL",
+                          formatter_class=DefaultsHelpFormatter)
     conv.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     conv.add_argument("--src", required=True, help="the benchmark's annotation file (csv / json / jsonl)")
     conv.add_argument("--out", required=True, help="manifest JSONL to write (rejects beside it)")
