@@ -1,8 +1,8 @@
 """Which model the demo serves when no --base/--adapter is given: the newest training run's, else the tiny one.
 
 A training run leaves `checkpoints/model-last/` (full fine-tuning: a loadable thinker directory) or
-`checkpoints/adapter-last/` (LoRA: a PEFT adapter over the run's base) under its log directory, e.g.
-`runs/tiny/version_0/checkpoints/model-last`. The newest of those by modification time (each is rewritten at
+`checkpoints/adapter-last/` (LoRA: a PEFT adapter over the run's base) under its default_root_dir, e.g.
+`runs/tiny/checkpoints/model-last`. The newest of those by modification time (each is rewritten at
 the end of every epoch, so the newest is the last run that trained) is the one served. The media settings it
 was trained with come from its `training_settings.json` through `avcot.training_settings`, the same reader
 and precedence as `avcot.eval` (a flag wins over the recorded value, which wins over the task's default).
