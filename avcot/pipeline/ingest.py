@@ -171,8 +171,12 @@ def _rows_of(path: Path, rid: str, out_dir: Path, max_seconds: float, asr, warni
     return rows
 
 
-def ingest(videos: str | Path, out: str | Path, *, max_seconds: float = 30.0, asr=None) -> IngestReport:
-    """Write the manifest `out` (JSON lines, media paths relative to its folder) for a media folder."""
+def ingest(videos: str | Path, out: str | Path, *, max_seconds: float = 30.0, asr=None,
+           progress: bool = True) -> IngestReport:
+    """Write the manifest `out` (JSON lines, media paths relative to its folder) for a media folder
+    (`progress`: a bar per file on stderr, since each is probed, cut and maybe transcribed)."""
+    from tqdm.auto import tqdm
+
     from avcot.media import MediaError
 
     videos, out = Path(videos), Path(out)
@@ -181,7 +185,7 @@ def ingest(videos: str | Path, out: str | Path, *, max_seconds: float = 30.0, as
     files = sorted(p for p in videos.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, rejects, warnings, seen = [], [], [], set()
-    for path in files:
+    for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
         rid = _ID_UNSAFE.sub("_", path.stem)
         rid = rid if rid not in seen else f"{rid}_{path.suffix.lstrip('.').lower()}"
         seen.add(rid)
