@@ -90,3 +90,11 @@ def test_traditional_characters_stay_unless_t2s_is_asked_for() -> None:
 ])
 def test_wenet_chunks_stop_at_the_first_non_ascii_character(raw: str, expected: list[str]) -> None:
     assert wenet_tokens(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("圆周率3.14", ["圆", "周", "率", "3.14"]),  # each Lo character is a chunk of its own, even before ASCII
+    ("实验。 好", ["实", "验", "好"]),  # a dropped mark and the space after it both start no chunk
+])
+def test_wenet_lo_characters_and_skipped_marks(raw: str, expected: list[str]) -> None:
+    assert wenet_tokens(raw) == expected
