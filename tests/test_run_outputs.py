@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 GPU_CONFIGS = ("vasr_7b_lora", "fsdp_7b", "qlora_7b_single_gpu", "avrt_3b_sft", "avrt_3b_sft_lora", "avrt_3b_grpo",
                "cavsr_grpo", "fsdp_grpo_7b")
 TINY_CONFIGS = ("tiny", "tiny_grpo")
+TRAINING_CONFIGS = tuple(sorted(p.stem for p in (REPO / "configs").glob("*.yaml")
+                                if p.read_text(encoding="utf-8").startswith("# python -m avcot.cli fit")))
 NOISE = ("LightningCLI's args parameter", "💡 Tip", "gemm_4bit_forward", "module(s) in eval mode",
          "is_gradient_checkpointing")
 
@@ -87,7 +89,7 @@ def test_logger_and_checkpoints_follow_default_root_dir_without_running(tmp_path
     assert Path(cli.trainer.checkpoint_callback.dirpath) == (tmp_path / "r" / "checkpoints").resolve()
 
 
-@pytest.mark.parametrize("name", GPU_CONFIGS + TINY_CONFIGS)
+@pytest.mark.parametrize("name", TRAINING_CONFIGS)
 def test_configs_name_only_default_root_dir(name):
     """No config pins a logger save_dir, a checkpoint dirpath or a prediction path: default_root_dir moves them."""
     cfg = parsed(name)
