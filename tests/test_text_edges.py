@@ -81,6 +81,7 @@ def test_traditional_characters_stay_unless_t2s_is_asked_for() -> None:
     assert tokenize_zh("這個") == ["這", "個"]  # default: no conversion (the reference may be traditional)
     assert tokenize_zh("這個", t2s=True) == ["这", "个"]
     assert normalize_zh("這個") == "這個" and normalize_zh("這個", t2s=True) == "这个"
+    assert wenet_tokens("這個") == ["這", "個"] and wenet_tokens("這個", t2s=True) == ["这", "个"]
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
