@@ -258,11 +258,12 @@ class GRPOModule(L.LightningModule):
         texts = decode(self.processor, rollout.completion_ids)
         rewards, per_func = self.score(texts, batch.reward_inputs(h.group_size))
         advantages = group_advantages(rewards, h.group_size).to(self.device)  # [R]
+        lr = self.optimizers().param_groups[0]["lr"]  # the rate of this step's (first) update
         start = time.perf_counter()
         ref, old = self._frozen_logprobs(rollout, num_prompts)
         stats = [self._update(rollout, advantages, ref, old, num_prompts) for _ in range(h.num_iterations)]
         update_s = time.perf_counter() - start
-        self._log_step(rewards, per_func, advantages, texts, rollout, stats[-1], rollout_s, update_s)
+        self._log_step(rewards, per_func, advantages, texts, rollout, stats[-1], rollout_s, update_s, lr)
         self._log_samples(batch.ids, texts, rewards)
 
     def rollout_settings(self, *, greedy: bool = False) -> RolloutSettings:
@@ -330,7 +331,7 @@ class GRPOModule(L.LightningModule):
         return merge_stats(stats)
 
     def _log_step(self, rewards, per_func, advantages, texts, rollout: Rollout, st: GrpoStats,
-                  rollout_s: float, update_s: float) -> None:
+                  rollout_s: float, update_s: float, lr: float) -> None:
         h = self.hparams
         lengths = rollout.completion_mask.sum(1).float()  # [R]
         logs = {"reward/mean": rewards.mean(), "reward/std": rewards.std(),
@@ -339,7 +340,7 @@ class GRPOModule(L.LightningModule):
                 "completion/length": lengths.mean(), "completion/format_valid": sum(format_reward(texts)) / len(texts),
                 "tokens_per_s/rollout": rollout.num_tokens / max(rollout_s, 1e-9),
                 "tokens_per_s/update": h.num_iterations * rollout.num_tokens / max(update_s, 1e-9),
-                "lr": self.optimizers().param_groups[0]["lr"]}  # the rate of the update just made
+                "lr": lr}
         for name, values in per_func.items():
             vals = torch.tensor(values)
             logs[f"reward/{name}/mean"] = vals.mean()

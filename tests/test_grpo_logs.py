@@ -52,7 +52,7 @@ def test_tiny_fit_writes_the_columns_people_read_and_sample_completions(tmp_path
     dm = McqDataModule(train_manifest=str(MCQ), target="none", batch_size=2, num_frames=2, frame_size=56,
                        max_seconds=2.0, hash_media=True)
     module = GRPOModule(base="tiny", group_size=G, max_new_tokens=5, lr=5e-2, lora=LoraSettings(dropout=0.0),
-                        log_samples_every_n_steps=2)
+                        log_samples_every_n_steps=2, warmup_steps=2)
     module.reward_funcs, module.reward_weights = [_distinct_chars, spy_reward], [1.0, 1.0]
     logger = L.pytorch.loggers.CSVLogger(tmp_path, name="")
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=logger, default_root_dir=tmp_path, limit_val_batches=0,
@@ -65,7 +65,8 @@ def test_tiny_fit_writes_the_columns_people_read_and_sample_completions(tmp_path
                    "completion/length", "lr"):
         values = [r[column] for r in rows if r.get(column)]
         assert len(values) == 3, column  # one value per step
-    assert float(rows[0]["lr"]) == pytest.approx(5e-2)
+    lrs = [float(r["lr"]) for r in rows if r.get("lr")]
+    assert lrs == pytest.approx([2.5e-2, 5e-2, 5e-2])  # the rate each step's update used: half-way through warm-up
     samples = [json.loads(x) for x in (Path(logger.log_dir) / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [1] * (2 * G) + [2] * (2 * G)  # the first step, then every 2
     ids = {json.loads(x)["id"] for x in MCQ.read_text().splitlines()}
