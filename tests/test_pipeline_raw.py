@@ -49,7 +49,7 @@ def _raw_manifest(tmp_path: Path, n: int) -> Path:
 
 
 def test_rule_asr_without_reference_names_the_setting_to_change():
-    with pytest.raises(BackendError, match=r"teacher_asr\.transcripts: <your manifest>"):
+    with pytest.raises(BackendError, match=r"teacher_asr\.transcripts: <your manifest> for AVRT, asr_a"):
         RuleAsr().transcribe(np.zeros(160, np.float32), 16000, hint=None)
     offline = (Path(__file__).parents[1] / "configs" / "pipeline_offline.yaml").read_text().splitlines()
     marked = [i for i, line in enumerate(offline) if "CHANGE THIS LINE" in line]
@@ -218,3 +218,25 @@ def test_ingest_builds_a_manifest_cuts_long_files_and_rejects_bad_ones(tmp_path)
     assert all(probe(out.parent / rows[k]["audio"]).duration_s <= 5 for k in ("long_talk_000", "long_talk_001"))
     (reject,) = map(json.loads, out.with_suffix(".rejects.jsonl").read_text().splitlines())
     assert reject["id"] == "broken" and reject["reason"]
+
+
+def _rejects(out: Path) -> list[dict]:
+    path = out / "rejects.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_cavsr_rule_asr_reads_its_transcripts_manifest_for_rows_without_text(tmp_path):
+    """The fix the rule_asr error names works for CAVSR too: asr_a/asr_b look the clip up in `transcripts`."""
+    raw = _raw_manifest(tmp_path, 2)
+    table = str(SYNTH / "manifest.jsonl")
+    plain = config_from_dict({"progress": False, "cavsr": {"ocr_frames": 1}})
+    run_cavsr(raw, tmp_path / "plain", plain)
+    stopped = _rejects(tmp_path / "plain")
+    assert len(stopped) == 2 and all("asr_a.transcripts" in json.dumps(r, ensure_ascii=False) for r in stopped)
+    told = config_from_dict({"progress": False, "cavsr": {"ocr_frames": 1},
+                             "roles": {"asr_a": {"kind": "rule_asr", "mode": "reference", "transcripts": table},
+                                       "asr_b": {"kind": "rule_asr", "mode": "swap", "transcripts": table}}})
+    counts = run_cavsr(raw, tmp_path / "told", told)
+    assert counts.rows_in == 2 == counts.kept + counts.filtered + counts.rejected + counts.failed
+    assert not [r for r in _rejects(tmp_path / "told") if "rule_asr simulates" in json.dumps(r, ensure_ascii=False)]
+    assert counts.kept >= 1  # heard through the table: the dual-ASR disagreement and the rest of the chain ran

@@ -47,7 +47,11 @@ def _audio(row: CavsrRow, s: CavsrSettings):
 
 
 def _asr(row: CavsrRow, asr, s: CavsrSettings) -> str:
-    return asr.transcribe(_audio(row, s), SR, hint=AsrHint(row.text, row.target, row.competitor))
+    reference = row.text
+    lookup = getattr(asr, "lookup", None)  # the simulated recogniser's `transcripts` table
+    if not reference and lookup is not None:
+        reference = lookup(row.audio or row.video or "") or ""
+    return asr.transcribe(_audio(row, s), SR, hint=AsrHint(reference, row.target, row.competitor))
 
 
 def asr_a_stage(row: CavsrRow, asr, s: CavsrSettings) -> Kept:

@@ -80,8 +80,9 @@ class RuleAsr:
         if hint is None or not hint.reference:
             raise BackendError(
                 "rule_asr simulates ASR from the reference text; this row has none. Give the role a manifest "
-                "that has it (teacher_asr.transcripts: <your manifest>, whose rows name this media file and its "
-                "text), or use a real recogniser (kind openai_asr, faster_whisper or chat)")
+                "that has it (in the pipeline config: teacher_asr.transcripts: <your manifest> for AVRT, "
+                "asr_a.transcripts and asr_b.transcripts: <your manifest> for CAVSR; its rows name this media "
+                "file and its text), or use a real recogniser (kind openai_asr, faster_whisper or chat)")
         if self.mode == "reference":
             return hint.reference
         return swap_homophone(hint.reference, hint.target, hint.competitor)
