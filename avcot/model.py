@@ -263,6 +263,20 @@ def freeze_encoders(model) -> None:
         tower.eval()
 
 
+def train_encoders(model) -> None:
+    """Make the audio and vision towers trainable (and put them in train mode).
+
+    Only for random-init models (the embedded tiny thinker): their towers have never been pretrained, so
+    frozen they cannot learn to hear or read; training them stands in for the pretraining the papers'
+    frozen encoders had. Never set on a released checkpoint.
+    """
+    inner = model.model
+    for name in ENCODERS:
+        tower = getattr(inner, name)
+        tower.requires_grad_(True)
+        tower.train()
+
+
 def apply_lora(model, settings: LoraSettings = LoraSettings()):
     """Wrap `model` with a PEFT LoRA adapter on the language model only; everything else frozen."""
     from peft import LoraConfig, get_peft_model

@@ -98,6 +98,17 @@ def check_finetune(finetune: str, *, adapter: str | None, quantization: str, dty
                          "dtype: float32 and compute in bf16 with the trainer's precision: bf16-mixed")
 
 
+def check_train_towers(train_towers: bool, *, finetune: str, fast_loss: bool, encoder_cache_dir: str | None) -> None:
+    """Refuse `train_towers` with settings that would leave the towers untrained (ValueError naming them)."""
+    if not train_towers:
+        return
+    if finetune != "full":
+        raise ValueError("train_towers trains the towers' own weights: set finetune: full")
+    if fast_loss or encoder_cache_dir:
+        raise ValueError("train_towers needs fast_loss: false and encoder_cache_dir: null (both run the towers "
+                         "under no_grad, so the towers would never learn)")
+
+
 class SFTModule(L.LightningModule):
     """SFT of the thinker: LoRA on the language model, or the whole language model (towers frozen either way)."""
 
@@ -118,6 +129,7 @@ class SFTModule(L.LightningModule):
         fast_loss: bool = False,
         lm_checkpointing: bool = False,
         encoder_cache_dir: str | None = None,
+        train_towers: bool = False,
     ):
         """
         Args:
@@ -143,9 +155,14 @@ class SFTModule(L.LightningModule):
                 towers run under no_grad, never checkpointed).
             encoder_cache_dir: Directory of an on-disk cache of frozen audio/vision tower outputs keyed by media
                 hash + tower fingerprint, reused across epochs; None disables it.
+            train_towers: Train the audio and vision towers too (finetune "full" only). Exists for random-init
+                models (base "tiny", e.g. bench/learn_cavsr.py): towers never pretrained cannot learn to hear or
+                read while frozen. Both papers freeze their pretrained towers: leave it off for real checkpoints.
+                Needs fast_loss and encoder_cache_dir off (both run the towers under no_grad).
         """
         super().__init__()
         check_finetune(finetune, adapter=adapter, quantization=quantization, dtype=dtype)
+        check_train_towers(train_towers, finetune=finetune, fast_loss=fast_loss, encoder_cache_dir=encoder_cache_dir)
         self.lora = lora_settings(lora)
         lora = asdict(self.lora)  # hparams hold plain data: checkpoints load with weights_only, as LightningCLI's do
         self.save_hyperparameters()
@@ -177,6 +194,10 @@ class SFTModule(L.LightningModule):
             model = load_thinker(hp.base, dtype=hp.dtype, quantization=hp.quantization, seed=hp.seed)
             if hp.finetune == "full":
                 train_language_model(model, train_lm_head=self.lora.train_lm_head)
+                if hp.train_towers:
+                    from avcot.model import train_encoders
+
+                    train_encoders(model)
             elif hp.adapter:
                 model = load_adapter(model, hp.adapter, trainable=True)
             else:

@@ -1,0 +1,45 @@
+"""`train_towers` (for random-init models): a full fit moves the audio and vision towers too; off, they stay put;
+settings that would leave the towers under no_grad are refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from helpers import write_traced_manifest
+
+from datamodules.cavsr import CavsrDataModule
+from lit_modules.sft import SFTModule
+
+
+def _tower_weights_after_fit(tmp_path: Path, train_towers: bool) -> tuple[dict, dict]:
+    module = SFTModule(finetune="full", lr=1e-3, train_towers=train_towers)
+    module.configure_model()
+    towers = {n: p for n, p in module.model.named_parameters() if "audio_tower" in n or "visual" in n}
+    before = {n: p.detach().clone() for n, p in towers.items()}
+    manifest = write_traced_manifest(tmp_path / "m.jsonl", 2)
+    dm = CavsrDataModule(train_manifest=str(manifest), batch_size=2, val_fraction=0.0, split_column=None,
+                         rejects_path=str(tmp_path / "rejects.jsonl"), num_frames=2, frame_size=56)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", default_root_dir=str(tmp_path), logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        enable_checkpointing=False)
+    trainer.fit(module, dm)
+    return before, {n: p.detach() for n, p in towers.items()}
+
+
+@pytest.mark.parametrize("train_towers", [True, False])
+def test_train_towers_decides_whether_both_towers_move(tmp_path, train_towers):
+    before, after = _tower_weights_after_fit(tmp_path, train_towers)
+    for tower in ("audio_tower", "visual"):
+        moved = [n for n in before if tower in n and not before[n].equal(after[n])]
+        assert bool(moved) == train_towers, (tower, len(moved))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(finetune="lora"), "finetune: full"),
+    (dict(finetune="full", fast_loss=True), "fast_loss: false"),
+    (dict(finetune="full", encoder_cache_dir="cache"), "encoder_cache_dir: null"),
+])
+def test_train_towers_refuses_settings_that_keep_the_towers_frozen(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SFTModule(train_towers=True, **kwargs)
