@@ -131,8 +131,10 @@ def _local_dir(where: str) -> Path:
         raise ExportError(f"{where!r} is neither a directory nor a checkpoint in the local HF cache") from e
 
 
-def checkpoint_kind(where: str) -> Literal["tiny", "thinker", "full"]:
-    """'tiny', 'thinker' (thinker-only checkpoint) or 'full' (Qwen2.5-Omni); refuses quantized checkpoints."""
+def base_layout(where: str) -> Literal["tiny", "thinker", "full"]:
+    """Which weights an export base carries: 'tiny', 'thinker' (thinker-only) or 'full' (the whole
+    Qwen2.5-Omni: talker and token2wav too). Refuses quantized checkpoints. (Whether a path is an adapter, a
+    model or a hub id is `avcot.model.checkpoint_kind`'s question; this one picks the export layout.)"""
     if where == TINY:
         return "tiny"
     directory = _local_dir(where)
@@ -249,13 +251,13 @@ def export(base: str = TINY, adapter: str | None = None, out: str | Path = "expo
     temporary sibling of `out` and renamed into place, so `out` is never left half-written.
     """
     out = Path(out).expanduser()
-    kind = checkpoint_kind(base)
+    kind = base_layout(base)
     resolved = resolve_layout(layout, kind)
     inputs = [_local_dir(p) for p in (base, thinker, processor) if p and p != TINY]
     check_out(out, overwrite, inputs + ([Path(adapter).expanduser()] if adapter else []))
     if adapter:
         check_adapter(adapter)
-    if thinker and checkpoint_kind(thinker) == "full":
+    if thinker and base_layout(thinker) == "full":
         raise ExportError(f"--thinker {thinker} is a full Qwen2.5-Omni checkpoint; pass it as --base")
     source = thinker or base
     dtype = resolve_dtype(dtype, source)
