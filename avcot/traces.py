@@ -33,8 +33,9 @@ _CLOSE = {name: re.compile(f"</{name}>", re.I | re.A) for name in ("think", "ans
 _LAST_CLOSE = {name: re.compile(f".*(</{name}>)", re.I | re.A | re.S) for name in ("think", "answer")}
 _LAST_OPEN_ANSWER = re.compile(r".*<answer>", re.I | re.A | re.S)
 _LEAD = re.compile(r"[\s(（\[【\"'“*]*")
-_SPACES = re.compile(r"\s*")
-_KEYWORDS = ("answer", "option", "选项", "答案")
+# Keywords before the letter, each with an optional 'is' and colon; they may follow each other
+# ('答案：选项B', 'Answer is option C'). Possessive runs: one linear pass, no backtracking.
+_KEYWORD_RUN = re.compile(r"(?:(?:(?ai:answer|option)|选项|答案)\s*+(?:(?ai:is)\s*+)?(?:[:：]\s*+)?)*+")
 _LONE_LOWER = re.compile(r"[\s(（\[]*[a-d][\s)）\].:：]*")
 _QUOTES = "\"'“”‘’「」『』*`"
 _INK = re.compile(r"[^\s" + re.escape(_QUOTES) + "]")
@@ -178,18 +179,10 @@ def _last_answer(text: str) -> str | None:
 def _letter(content: str) -> str | None:
     """Option letter at the start of answer content: '(B)', 'B. text', 'Answer: B', '选项B', 'b'.
 
-    Hand-written steps instead of one regex with ``\\s*(?:is)?\\s*[:：]?\\s*``, whose adjacent
-    optional runs backtrack cubically on long whitespace.
+    The keywords are skipped by one possessive regex (``_KEYWORD_RUN``): a plain ``\\s*(?:is)?\\s*[:：]?\\s*``,
+    whose adjacent optional runs can give up characters to each other, backtracks cubically on long whitespace.
     """
-    i = _LEAD.match(content).end()
-    for word in _KEYWORDS:
-        if content[i:i + len(word)].lower() == word:
-            i = _SPACES.match(content, i + len(word)).end()
-            if content[i:i + 2].lower() == "is":
-                i = _SPACES.match(content, i + 2).end()
-            if content[i:i + 1] in (":", "："):
-                i = _SPACES.match(content, i + 1).end()
-            break
+    i = _KEYWORD_RUN.match(content, _LEAD.match(content).end()).end()
     if content[i:i + 1] in ("(", "（", "[", "【"):
         i += 1
     letter, after = content[i:i + 1], content[i + 1:i + 2]

@@ -73,3 +73,21 @@ def test_merge_traces_without_letters_says_none_for_both() -> None:
     prompt = merge_traces("Q?", ["x", "y"], "visual reasoning", "audio reasoning")
     assert '<data name="visual_answer">\n(none)\n</data>' in prompt
     assert '<data name="audio_answer">\n(none)\n</data>' in prompt
+
+
+@pytest.mark.parametrize(("text", "letter"), [
+    ("<answer>答案：选项B</answer>", "B"),  # 'answer: option B': one keyword after another
+    ("<answer>Answer is option C</answer>", "C"),
+    ("<answer>The answer: option (D)</answer>", None),  # 'The' is no keyword, so nothing is skipped
+    ("<answer>answer: Option: [A]</answer>", "A"),
+])
+def test_parse_answer_reads_the_letter_after_consecutive_keywords(text: str, letter: str | None) -> None:
+    assert parse_answer(text) == letter
+
+
+@pytest.mark.parametrize(("text", "letter"), [
+    ("<answer>Answer isB</answer>", "B"),  # only whitespace may follow 'is', and none is needed
+    ("<answer>answer is-B</answer>", None),  # a dash is not skipped: '-' is no option letter
+])
+def test_parse_answer_after_is(text: str, letter: str | None) -> None:
+    assert parse_answer(text) == letter
