@@ -14,6 +14,10 @@ One training step, for a batch of B left-padded prompts:
    k3 KL, beta 0.01); with one iteration old_logp = logp.detach(), as TRL. The update forward takes the
    prompt's merged embeddings kept by the prefill, so the encoders run once per prompt per step.
 
+Logged per step: each reward's mean and the weighted total, KL, clip fraction, completion length, lr, rollout
+and update throughput; sample completions through the loggers (`lit_modules.sample_log`). `predict` generates
+greedily, one `Generation` per row, written by the same `PredictionWriter` as SFT's.
+
 Distributed. DDP: plain; Lightning prepares the reducer before every manual backward. FSDP2 (Lightning
 `ModelParallelStrategy`): `configure_model` applies `fully_shard` to each decoder layer and to the whole
 model (`lit_modules.sft.shard_model`). The rollout gathers every unit's parameters once for the whole rollout

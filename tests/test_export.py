@@ -27,7 +27,7 @@ def _clip_batch(tmp: Path) -> dict:
     dm = CavsrDataModule(train_manifest=str(manifest), val_fraction=0.0, batch_size=2,
                          rejects_path=str(tmp / "rejects.jsonl"))
     dm.setup("fit")
-    return model_inputs(next(iter(dm.train_dataloader())))
+    return model_inputs(next(iter(dm.train_dataloader())).inputs)
 
 
 def _logits(model, batch: dict) -> torch.Tensor:

@@ -65,8 +65,8 @@ def test_checkpoint_is_small_and_adapter_reloads_with_identical_logits(tmp_path)
     module.model.eval()
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():
-        want = module.model(**model_inputs(batch)).logits
-        got = reloaded(**model_inputs(batch)).logits
+        want = module.model(**model_inputs(batch.inputs)).logits
+        got = reloaded(**model_inputs(batch.inputs)).logits
     assert torch.equal(got, want)
 
 

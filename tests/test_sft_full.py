@@ -76,8 +76,8 @@ def test_full_fit_moves_the_language_model_and_model_last_reloads_with_identical
     module.model.eval()
     batch = next(iter(dm.train_dataloader()))
     with torch.no_grad():
-        want = module.model(**model_inputs(batch)).logits
-        got = reloaded(**model_inputs(batch)).logits
+        want = module.model(**model_inputs(batch.inputs)).logits
+        got = reloaded(**model_inputs(batch.inputs)).logits
     assert torch.equal(got, want)
 
 

@@ -70,7 +70,8 @@ def test_train_lm_head_is_saved_in_the_adapter_and_reloads(batch, tmp_path):
     reloaded = load_adapter(load_thinker("tiny"), str(tmp_path)).eval()
     module.model.eval()
     with torch.no_grad():
-        assert torch.equal(reloaded(**model_inputs(batch)).logits, module.model(**model_inputs(batch)).logits)
+        inputs = model_inputs(batch.inputs)
+        assert torch.equal(reloaded(**inputs).logits, module.model(**inputs).logits)
 
 
 def test_step_adapters_follow_checkpoint_retention(tmp_path):
