@@ -1,7 +1,9 @@
 """Learning benchmark: does a model trained on AV-CoT targets actually use the video? (no external weights)
 
-    python bench/learn_cavsr.py --out runs/learn_cavsr            # CPU, ~10 min on 2 cores
+    python bench/learn_cavsr.py --out runs/learn_cavsr            # CPU, both targets, ~20-25 min on 2 cores
+    python bench/learn_cavsr.py --out runs/learn_cavsr --target avcot            # AV-CoT only, about half
     python bench/learn_cavsr.py --out runs/learn_cavsr --steps 8000 --device cuda   # larger, on a GPU
+    python bench/learn_cavsr.py --out runs/learn_cavsr --stage data   # steps 1-3 only (configs/learn_cavsr.yaml)
 
 1. Generate a fresh synthetic homophone set with `avcot.synth.all_contents`: every (pair, template,
    word, cue) content rendered `--renders` times, each rendering with its own voice (one of the
@@ -10,18 +12,21 @@
 2. Keep clips whose answer is decidable only from the video: pairs whose two words have identical
    toned pinyin (the audio is the same for both words) and cues that show the spoken word
    (background sign, subtitle, scene legend; the `conflict` cue is not generated).
-3. Render each clip's AV-CoT target with `avcot.traces.render_avcot` from what the generator knows:
-   visual cue text = the on-screen text, acoustic analysis = the tone pinyin, candidates =
-   `avcot.phonetics.homophones(word)` plus the pair, transcription = the reference.
-4. Train the tiny thinker (random init; all weights, not LoRA) on those targets, audio and vision towers
-   included (departure, on purpose: both papers freeze PRETRAINED encoders; random-init frozen towers
-   cannot learn to hear unheard voices or read text, see bench/RESULTS.md runs 5-6, so here they are
-   trained as a stand-in for that pretraining; `--no-train-towers` freezes them). Every clip is
-   encoded once through `avcot.data.cavsr.build_example` (the DataModule's path).
-5. Save it (`save_pretrained`) and evaluate it with `avcot.eval` (true / black / random video and
-   audio only), plus a "competitor video" condition (each clip gets the fresh picture of the OTHER word
-   in the same template and cue: a model that reads the picture then writes the competitor) and
-   per-cue outcome rates (spoken word / competitor in the hypothesis, carrier sentence right).
+3. Write each clip's AV-CoT target (`trace`, rendered with `avcot.traces.render_avcot` from what the generator
+   knows: visual cue text = the on-screen text, acoustic analysis = the tone pinyin, candidates =
+   `avcot.phonetics.homophones(word)` plus the pair, transcription = the reference) into OUT/train.jsonl,
+   and the test clips into OUT/test.jsonl.
+4. Train through the product: `avcot.cli fit --config configs/learn_cavsr.yaml` (the SFT LightningModule,
+   `finetune: full`, the CavsrDataModule, Lightning's progress bar) once per `--target`: `avcot` (the trace)
+   and/or `transcript` (the plain transcript with the plain instruction: the paper's "w/o AV-CoT" ablation),
+   same data, steps and seeds, into OUT/<target>/. The random-init towers train too (`train_towers`;
+   departure, on purpose: both papers freeze PRETRAINED encoders; random-init frozen towers cannot learn to
+   hear unheard voices or read text, see bench/RESULTS.md runs 5-6; `--no-train-towers` freezes them).
+5. Evaluate each run's `checkpoints/model-last` with `avcot.eval` (true / black / random video and audio
+   only), plus a "competitor video" condition (each clip gets the fresh picture of the OTHER word in the
+   same template and cue: a model that reads the picture then writes the competitor) and per-cue outcome
+   rates (spoken word / competitor in the hypothesis, carrier sentence right). OUT/summary.md has one row
+   per (target, condition) and says whether the chain of thought helped here.
 
 Split (departure from a plain split by sentence, on purpose). The default `--split render` tests
 on FRESH renderings (another seed: new cue position, tint and font size; the voice is one of the
@@ -38,9 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -74,6 +77,8 @@ class BenchSettings:
     voices: str = "120:40,140:60,160:45"
     """Speakers as rate:pitch,... (espeak-ng wpm and pitch) shared by train and test; '' = a fresh
     random voice for every rendering (harder: the audio tower must generalise to unheard voices)."""
+    pairs: str = ""
+    """Comma-separated homophone pair keys to generate (e.g. 'gongshi,shichang'); '' = every pair."""
     workers: int = 4
     """Threads running espeak-ng/ffmpeg while synthesising."""
     steps: int = 3000
@@ -88,6 +93,16 @@ class BenchSettings:
     """torch CPU threads (0 = torch's default)."""
     train_towers: bool = True
     """Train the (random-init) audio and vision towers too; False freezes them as the papers do."""
+    target: str = "both"
+    """Training target(s): 'avcot' (the trace), 'transcript' (w/o AV-CoT) or 'both' (same budget each)."""
+    stage: str = "all"
+    """'all' (generate, train, evaluate) or 'data' (generate and write the manifests only)."""
+    config: str = str(ROOT / "configs" / "learn_cavsr.yaml")
+    """The training recipe run through avcot.cli (the flags above override its values)."""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return ("avcot", "transcript") if self.target == "both" else (self.target,)
 
 
 def generate_set(settings: BenchSettings, name: str, seed: int, renders: int) -> list[dict]:
@@ -96,6 +111,11 @@ def generate_set(settings: BenchSettings, name: str, seed: int, renders: int) ->
 
     data_dir = Path(settings.out) / name
     specs = all_contents(renders, seed, VISUAL_CUES, parse_voices(settings.voices))
+    if settings.pairs:  # fewer clips (smoke tests, quick runs); ids keep the pair key after the seed
+        keys = {k.strip() for k in settings.pairs.split(",") if k.strip()}
+        specs = [s for s in specs if s.id.split("-")[2] in keys]
+        if not specs:
+            raise ValueError(f"--pairs {settings.pairs!r} names no homophone pair of avcot.synth.PAIRS")
     manifest = write_clips(specs, data_dir, size=(224, 224), workers=settings.workers, progress=True)
     rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
     for r in rows:
@@ -148,76 +168,6 @@ def write_manifest(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def encode_rows(rows: list[dict], processor, settings: BenchSettings) -> list:
-    """Every training clip encoded once (prompt + AV-CoT target) through the DataModule's build_example."""
-    from avcot.data.cavsr import build_example, clip_from_row
-    from avcot.data.clips import MediaSettings
-
-    media = MediaSettings(num_frames=settings.num_frames, frame_size=settings.frame_size)
-    return [build_example(clip_from_row(dict(r, trace=avcot_trace(r)), Path("/")), processor=processor,
-                          target="avcot", settings=media, use_audio_in_video=False) for r in rows]
-
-
-def lr_at(step: int, settings: BenchSettings) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
-    if step < settings.warmup:
-        return settings.lr * (step + 1) / settings.warmup
-    frac = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
-    return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def masked_lm_loss(model, batch: dict) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled positions only.
-
-    Same value as the model's own loss, but the LM head runs on the ~20% of positions that carry a
-    label instead of all of them (the 6000-word head dominates a tiny model's step on CPU).
-    """
-    from avcot.chat import model_inputs
-
-    hidden = model.model(**model_inputs(batch, with_labels=False))[0]  # [B, L, H]
-    labels = batch["labels"][:, 1:]  # [B, L-1]
-    keep = labels != -100
-    logits = model.lm_head(hidden[:, :-1][keep])  # [N, V]
-    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
-
-
-def train(model, examples: list, pad_id: int, settings: BenchSettings) -> list[tuple[int, float]]:
-    """AdamW on the cached examples (LM always; towers with --train-towers); (step, mean loss) every 50."""
-    from avcot.chat import collate
-    from avcot.eval.runner import move_batch
-
-    model.requires_grad_(True)
-    model.train()
-    if not settings.train_towers:
-        from avcot.model import freeze_encoders
-
-        freeze_encoders(model)  # also puts the towers back in eval mode
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.01)
-    rng, device, log, window = random.Random(settings.seed), next(model.parameters()).device, [], []
-    order: list[int] = []
-    start = time.monotonic()
-    for step in range(settings.steps):
-        if len(order) < settings.batch_size:
-            order += rng.sample(range(len(examples)), len(examples))
-        idx, order = order[: settings.batch_size], order[settings.batch_size:]
-        batch = move_batch(collate([examples[i].encoded for i in idx], pad_id), device, torch.float32)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, settings)
-        loss = masked_lm_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        window.append(loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == settings.steps:
-            log.append((step + 1, sum(window) / len(window)))
-            print(f"step {step + 1}/{settings.steps} loss {log[-1][1]:.4f} ({time.monotonic() - start:.0f}s)",
-                  flush=True)
-            window = []
-    model.eval()
-    return log
-
-
 def outcome(hypothesis: str, row: dict) -> dict[str, bool]:
     """What one hypothesis got right: the spoken word, the competitor, the sentence frame, all of it.
 
@@ -259,93 +209,166 @@ def competitor_video_rows(rows: list[dict]) -> tuple[list[dict], int]:
 
 
 def summary_table(summary: dict) -> str:
-    """results.json as a markdown table: CER and outcome rates per condition, word accuracy per cue."""
-    cues = [c for c in ("background", "subtitle", "scene") if c in summary["outcomes"].get("true", {})]
+    """results.json as markdown: a row per (target, condition) with CER and outcome rates, per-cue word
+    accuracy, then the verdict on the chain of thought."""
+    first = next(iter(summary["runs"].values()))
+    cues = [c for c in VISUAL_CUES if c in first["outcomes"].get("true", {})]
     lines = [f"# Learning benchmark: {summary['date']}", "", f"Command: `{summary['command']}`  ",
              f"Machine: {summary['machine']}; {summary['clips_train']} training / {summary['clips_test']} test "
-             f"clips; training {summary['train_seconds']} s, total {summary['total_seconds']} s.", "",
-             "| condition | corpus CER | word acc | competitor | frame right | " + " / ".join(cues) + " |",
-             "|---|---|---|---|---|---|"]
-    for cond, cer in summary["cer"].items():
-        o = summary["outcomes"][cond]
-        per_cue = " / ".join(f"{o[c]['word']:.2f}" for c in cues if c in o)
-        lines.append(f"| {cond} | {cer:.3f} | {o['all']['word']:.2f} | {o['all']['competitor']:.2f} | "
-                     f"{o['all']['frame']:.2f} | {per_cue} |")
-    return "\n".join(lines) + "\n"
+             f"clips; total {summary['total_seconds']} s (training: " + ", ".join(
+                 f"{t} {r['train_seconds']} s" for t, r in summary["runs"].items()) + ").", "",
+             "| target | condition | corpus CER | word acc | competitor | frame right | " + " / ".join(cues) + " |",
+             "|---|---|---|---|---|---|---|"]
+    for target, run in summary["runs"].items():
+        for cond, cer in run["cer"].items():
+            o = run["outcomes"][cond]
+            per_cue = " / ".join(f"{o[c]['word']:.2f}" for c in cues if c in o)
+            lines.append(f"| {target} | {cond} | {cer:.3f} | {o['all']['word']:.2f} | {o['all']['competitor']:.2f} | "
+                         f"{o['all']['frame']:.2f} | {per_cue} |")
+    return "\n".join(lines + ["", cot_verdict(summary["runs"])]) + "\n"
 
 
-def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, name: str, ablations: tuple[str, ...]):
-    """The real eval path: python -m avcot.eval cavsr on the saved full checkpoint, into OUT/<name>."""
+def cot_verdict(runs: dict) -> str:
+    """One sentence: does training on the AV-CoT trace beat the plain transcript here (true-video CER and word
+    accuracy, and how much each model gains from the true over a random video)?"""
+    if not {"avcot", "transcript"} <= set(runs):
+        return "Only one target trained: run with --target both to compare AV-CoT with the plain transcript."
+
+    def stats(t: str) -> tuple[float, float, float]:
+        cer, word = runs[t]["cer"], runs[t]["outcomes"]["true"]["all"]["word"]
+        return cer["true"], word, cer.get("random", float("nan")) - cer["true"]
+
+    (cer_a, word_a, gain_a), (cer_t, word_t, gain_t) = stats("avcot"), stats("transcript")
+    helps = cer_a < cer_t and word_a >= word_t
+    hurts = cer_a > cer_t and word_a <= word_t
+    verdict = "helps here" if helps else "hurts here" if hurts else "is mixed here"
+    return (f"AV-CoT vs w/o AV-CoT (true video): CER {cer_a:.3f} vs {cer_t:.3f}, word accuracy {word_a:.2f} vs "
+            f"{word_t:.2f}; video gain (random minus true CER) {gain_a:+.3f} vs {gain_t:+.3f}. "
+            f"The chain of thought {verdict}.")
+
+
+def cli_args(settings: BenchSettings, target: str) -> list[str]:
+    """`avcot.cli fit` arguments: configs/learn_cavsr.yaml with this run's data, target, budget and device."""
+    out = Path(settings.out)
+    accelerator = "cpu" if settings.device == "cpu" else "gpu"
+    return ["fit", "--config", settings.config,
+            "--seed_everything", str(settings.seed),
+            "--trainer.default_root_dir", str(out / target),
+            "--trainer.max_steps", str(settings.steps),
+            "--trainer.accelerator", accelerator,
+            "--model.init_args.seed", str(settings.seed),
+            "--model.init_args.lr", str(settings.lr),
+            "--model.init_args.warmup_steps", str(settings.warmup),
+            "--model.init_args.train_towers", str(settings.train_towers).lower(),
+            "--model.init_args.max_new_tokens", str(settings.max_new_tokens),
+            "--data.init_args.train_manifest", str(out / "train.jsonl"),
+            "--data.init_args.target", target,
+            "--data.init_args.seed", str(settings.seed),
+            "--data.init_args.batch_size", str(settings.batch_size),
+            "--data.init_args.num_frames", str(settings.num_frames),
+            "--data.init_args.frame_size", str(settings.frame_size)]
+
+
+def train(settings: BenchSettings, target: str) -> tuple[Path, float]:
+    """Train one target through avcot.cli (in this process); (its model-last directory, seconds)."""
+    from avcot.cli import main as cli_main
+
+    t0 = time.monotonic()
+    cli_main(cli_args(settings, target))
+    model_dir = Path(settings.out) / target / "checkpoints" / "model-last"
+    if not (model_dir / "config.json").is_file():
+        raise RuntimeError(f"training {target} wrote no {model_dir} (see {Path(settings.out) / target})")
+    return model_dir, round(time.monotonic() - t0, 1)
+
+
+def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, target: str, name: str,
+             ablations: tuple[str, ...]):
+    """The real eval path (python -m avcot.eval cavsr) on one trained model, into OUT/<target>/<name>."""
     from avcot.eval.cavsr import CavsrEvalSettings, run_cavsr
     from avcot.eval.runner import ModelSpec
 
     return run_cavsr(CavsrEvalSettings(
-        data=str(manifest), out=str(Path(settings.out) / name),
+        data=str(manifest), out=str(Path(settings.out) / target / name), prompt=target,
         model=ModelSpec(ckpt=str(model_dir), device=settings.device), ablations=ablations,
         batch_size=8, max_new_tokens=settings.max_new_tokens, num_frames=settings.num_frames,
         frame_size=settings.frame_size, seed=settings.seed))
 
 
-def run(settings: BenchSettings) -> dict:
-    """Generate, filter, split, train, save, evaluate; returns (and writes) results.json and summary.md."""
-    from avcot.eval.metrics import cer_by_ablation
-    from avcot.model import count_parameters, load_thinker
-    from avcot.processor import load_processor
+def evaluate_all(model_dir: Path, settings: BenchSettings, target: str, test_rows: list[dict]) -> list:
+    """Predictions in all five conditions: true/black/random video, audio only, competitor video."""
+    out = Path(settings.out)
+    preds = list(evaluate(model_dir, out / "test.jsonl", settings, target, "eval",
+                          ("black", "random", "audio_only")).predictions)
+    swapped, _ = competitor_video_rows(test_rows)
+    if swapped:  # same model, true-video eval of the swapped manifest, renamed as its own condition
+        swap = evaluate(model_dir, out / "test_competitor_video.jsonl", settings, target, "eval_competitor_video", ())
+        preds += [replace(p, ablation="competitor_video") for p in swap.predictions]
+    return preds
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    out, t0 = Path(settings.out), time.monotonic()
+
+def make_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dict]]:
+    """Steps 1-3: generate, filter, split and write OUT/train.jsonl, test.jsonl, test_competitor_video.jsonl."""
+    out = Path(settings.out)
     rows = usable_rows(generate_set(settings, "synth", settings.seed, settings.renders))
     if settings.split == "render":  # a different seed: different variations, never a training clip
-        fresh = usable_rows(generate_set(settings, "synth_test", settings.seed + 1000, settings.test_renders))
-        train_rows, test_rows = rows, fresh
+        train_rows = rows
+        test_rows = usable_rows(generate_set(settings, "synth_test", settings.seed + 1000, settings.test_renders))
     else:
         train_rows, test_rows = split(rows, settings)
     write_manifest(train_rows, out / "train.jsonl")
-    test_manifest = write_manifest(test_rows, out / "test.jsonl")
-    print(f"clips: {len(rows)} usable, {len(train_rows)} train, {len(test_rows)} test", flush=True)
-    processor = load_processor("tiny")
-    examples = encode_rows(train_rows, processor, settings)
-    model = load_thinker("tiny", seed=settings.seed).to(settings.device)
-    t_train = time.monotonic()
-    losses = train(model, examples, processor.tokenizer.pad_token_id, settings)
-    train_s = time.monotonic() - t_train
-    model.save_pretrained(str(out / "model"))
-    ablations = ("black", "random", "audio_only")
-    preds = list(evaluate(out / "model", test_manifest, settings, "eval", ablations).predictions)
-    swapped, unpaired = competitor_video_rows(test_rows)
-    if swapped:  # same model, true-video eval of the swapped manifest, renamed as its own condition
-        swap_manifest = write_manifest(swapped, out / "test_competitor_video.jsonl")
-        swap = evaluate(out / "model", swap_manifest, settings, "eval_competitor_video", ())
-        preds += [replace(p, ablation="competitor_video") for p in swap.predictions]
-    cer = {s.name: s.cer for s in cer_by_ablation(preds)}
+    write_manifest(test_rows, out / "test.jsonl")
+    write_manifest(competitor_video_rows(test_rows)[0], out / "test_competitor_video.jsonl")
+    print(f"clips: {len(rows)} usable, {len(train_rows)} train, {len(test_rows)} test -> {out}", flush=True)
+    return rows, train_rows, test_rows
+
+
+def run(settings: BenchSettings) -> dict:
+    """Generate, train each target through the CLI, evaluate it; returns (and writes) results.json, summary.md."""
+    from avcot.eval.metrics import cer_by_ablation
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    t0 = time.monotonic()
+    rows, train_rows, test_rows = make_data(settings)
+    if settings.stage == "data":
+        return {}
+    runs = {}
+    for target in settings.targets:
+        model_dir, train_s = train(settings, target)
+        preds = evaluate_all(model_dir, settings, target, test_rows)
+        runs[target] = {"model": str(model_dir), "train_seconds": train_s,
+                        "cer": {s.name: s.cer for s in cer_by_ablation(preds)}, "outcomes": breakdown(preds, test_rows)}
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.processor()} "
         f"{torch.get_num_threads()} threads, device {settings.device}", "command": " ".join(sys.argv),
-        "settings": asdict(settings), "params": count_parameters(model)[1], "clips_usable": len(rows),
-        "clips_train": len(train_rows), "clips_test": len(test_rows), "train_seconds": round(train_s, 1),
-        "total_seconds": round(time.monotonic() - t0, 1), "final_loss": losses[-1][1] if losses else None,
-        "loss_log": losses, "cer": cer, "clips_without_competitor_video": unpaired,
-        "outcomes": breakdown(preds, test_rows),
+        "settings": asdict(settings), "clips_usable": len(rows), "clips_train": len(train_rows),
+        "clips_test": len(test_rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1],
+        "total_seconds": round(time.monotonic() - t0, 1), "runs": runs,
     }
+    out = Path(settings.out)
     (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "summary.md").write_text(summary_table(summary), encoding="utf-8")
-    print(json.dumps({"cer": cer, "train_seconds": summary["train_seconds"], "total_seconds": summary["total_seconds"],
-                      "outcomes": {c: v["all"] for c, v in summary["outcomes"].items()}}, ensure_ascii=False, indent=2))
+    print((out / "summary.md").read_text(encoding="utf-8"), flush=True)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = BenchSettings(out="")
-    ap.add_argument("--out", required=True, help="run directory (synthetic data, model, eval report)")
+    ap.add_argument("--out", required=True, help="run directory (synthetic data, runs, eval reports)")
     for name in ("renders", "test_renders", "seed", "steps", "batch_size", "warmup", "num_frames", "frame_size",
                  "max_new_tokens", "threads", "workers"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("test_fraction", "lr"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     ap.add_argument("--split", choices=("render", "content", "context", "sentence"), default=defaults.split)
+    ap.add_argument("--target", choices=("avcot", "transcript", "both"), default=defaults.target,
+                    help="train on the AV-CoT trace, the plain transcript (w/o AV-CoT), or both (same budget)")
+    ap.add_argument("--stage", choices=("all", "data"), default=defaults.stage,
+                    help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml)")
+    ap.add_argument("--config", default=defaults.config, help="training recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
+    ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")
     ap.add_argument("--train-towers", action=argparse.BooleanOptionalAction, default=defaults.train_towers,
                     help="train the random-init audio and vision towers too (default; --no-train-towers freezes them)")

@@ -78,16 +78,51 @@ def test_breakdown_rates_per_condition_and_cue():
     assert table["true"]["subtitle"]["competitor"] == 1.0 and table["true"]["scene"]["word"] == 1.0
 
 
-def test_summary_table_has_a_row_per_condition_with_its_numbers():
+def _summary(cer_a: float, word_a: float, cer_t: float, word_t: float) -> dict:
     rates = {"n": 2, "word": 0.5, "competitor": 0.25, "frame": 1.0, "exact": 0.5}
-    summary = {"date": "d", "command": "c", "machine": "m", "clips_train": 4, "clips_test": 2, "train_seconds": 1,
-               "total_seconds": 2, "cer": {"true": 0.0412, "random": 0.2},
-               "outcomes": {"true": {"all": rates, "scene": dict(rates, word=1.0)},
-                            "random": {"all": dict(rates, word=0.0), "scene": dict(rates, word=0.0)}}}
-    lines = learn.summary_table(summary).splitlines()
-    assert "| true | 0.041 | 0.50 | 0.25 | 1.00 | 1.00 |" in lines
-    assert "| random | 0.200 | 0.00 | 0.25 | 1.00 | 0.00 |" in lines
+
+    def one(cer: float, word: float) -> dict:
+        return {"train_seconds": 1, "cer": {"true": cer, "random": 0.2},
+                "outcomes": {"true": {"all": dict(rates, word=word), "scene": dict(rates, word=1.0)},
+                             "random": {"all": dict(rates, word=0.0), "scene": dict(rates, word=0.0)}}}
+
+    return {"date": "d", "command": "c", "machine": "m", "clips_train": 4, "clips_test": 2, "total_seconds": 2,
+            "runs": {"avcot": one(cer_a, word_a), "transcript": one(cer_t, word_t)}}
+
+
+def test_summary_table_has_a_row_per_target_and_condition_with_its_numbers():
+    lines = learn.summary_table(_summary(0.0412, 0.5, 0.1, 0.25)).splitlines()
+    assert "| avcot | true | 0.041 | 0.50 | 0.25 | 1.00 | 1.00 |" in lines
+    assert "| avcot | random | 0.200 | 0.00 | 0.25 | 1.00 | 0.00 |" in lines
+    assert "| transcript | true | 0.100 | 0.25 | 0.25 | 1.00 | 1.00 |" in lines
     assert any(line.endswith("| scene |") for line in lines)
+
+
+@pytest.mark.parametrize("cer_t, word_t, verdict", [(0.1, 0.25, "helps here"), (0.01, 0.75, "hurts here"),
+                                                    (0.01, 0.25, "is mixed here")])
+def test_cot_verdict_compares_true_video_cer_and_word_accuracy(cer_t, word_t, verdict):
+    text = learn.cot_verdict(_summary(0.05, 0.5, cer_t, word_t)["runs"])
+    assert text.endswith(f"The chain of thought {verdict}.")
+    assert f"CER 0.050 vs {cer_t:.3f}" in text and "video gain (random minus true CER) +0.150" in text
+
+
+def test_cot_verdict_with_one_target_says_how_to_compare():
+    runs = _summary(0.05, 0.5, 0.1, 0.25)["runs"]
+    assert "--target both" in learn.cot_verdict({"avcot": runs["avcot"]})
+
+
+def test_cli_args_train_the_recipe_with_this_runs_data_target_and_budget(tmp_path):
+    from avcot.cli import main as cli_main
+
+    settings = learn.BenchSettings(out=str(tmp_path), steps=7, batch_size=3, lr=1e-3, seed=4)
+    args = learn.cli_args(settings, "transcript")
+    assert args[0] == "fit"
+    cfg = cli_main(args[1:], run=False).config  # parsed as fit would, without training
+    assert cfg.trainer.max_steps == 7 and cfg.trainer.default_root_dir == str(tmp_path / "transcript")
+    assert cfg.data.init_args.target == "transcript" and cfg.data.init_args.batch_size == 3
+    assert cfg.data.init_args.train_manifest == str(tmp_path / "train.jsonl")
+    assert cfg.model.init_args.train_towers is True and cfg.model.init_args.lr == 1e-3
+    assert cfg.model.init_args.seed == 4 and cfg.seed_everything == 4
 
 
 def test_parse_voices():
@@ -97,15 +132,25 @@ def test_parse_voices():
         learn.parse_voices("fast")
 
 
-@pytest.mark.slow  # synthesises ~216 clips and runs five eval passes: ~2-3 min on 2 cores
-def test_benchmark_runs_end_to_end_and_reports_every_condition(tmp_path):
-    settings = learn.BenchSettings(out=str(tmp_path), renders=1, steps=3, warmup=1, max_new_tokens=8, workers=2)
+@pytest.mark.slow  # synthesises 24 clips, trains two targets 2 steps through avcot.cli, ten eval passes
+def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition(tmp_path):
+    import json
+
+    settings = learn.BenchSettings(out=str(tmp_path), renders=1, pairs="gongshi", steps=2, warmup=1,
+                                   max_new_tokens=8, workers=2, batch_size=4)
     summary = learn.run(settings)
-    conditions = {"true", "black", "random", "audio_only", "competitor_video"}
-    assert set(summary["cer"]) == conditions and set(summary["outcomes"]) == conditions
-    assert summary["clips_train"] == summary["clips_test"] == 108  # 9 same-tone pairs x 2 templates x 2 x 3 cues
-    assert summary["clips_without_competitor_video"] == 0
-    assert summary["outcomes"]["true"]["all"]["n"] == 108
-    saved = (tmp_path / "results.json").read_text(encoding="utf-8")
-    assert '"competitor_video"' in saved and (tmp_path / "model" / "config.json").is_file()
-    assert "| competitor_video |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert summary["clips_train"] == summary["clips_test"] == 12  # 2 templates x 2 words x 3 cues
+    table = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
+    conditions = ("true", "black", "random", "audio_only", "competitor_video")
+    for target in ("avcot", "transcript"):
+        run = tmp_path / target
+        assert (run / "checkpoints" / "model-last" / "config.json").is_file()  # written by the CLI's fit
+        assert (run / "version_0" / "config.yaml").is_file()
+        metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))["cer_by_ablation"]
+        swap = json.loads((run / "eval_competitor_video" / "metrics.json").read_text(encoding="utf-8"))
+        cer = {m["name"]: m["cer"] for m in metrics} | {"competitor_video": swap["cer_by_ablation"][0]["cer"]}
+        assert set(cer) == set(conditions)
+        for cond in conditions:  # each row's CER is the one avcot.eval wrote
+            rows = [line for line in table if line.startswith(f"| {target} | {cond} | ")]
+            assert len(rows) == 1 and rows[0].split(" | ")[2] == f"{cer[cond]:.3f}", (target, cond, rows)
+    assert any(line.startswith("AV-CoT vs w/o AV-CoT") for line in table)
