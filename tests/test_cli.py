@@ -54,14 +54,15 @@ def _overrides(tmp_path: Path) -> list[str]:
 
 def test_fit_then_predict_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    cli = main(["fit", "--config", "configs/tiny.yaml", *_overrides(tmp_path), "--trainer.max_steps", "2",
+    lora = ["--model.init_args.finetune", "lora"]  # tiny.yaml fine-tunes fully; this test follows the adapter
+    cli = main(["fit", "--config", "configs/tiny.yaml", *_overrides(tmp_path), *lora, "--trainer.max_steps", "2",
                 "--trainer.limit_val_batches", "1"])
     assert cli.trainer.global_step == 2
     ckdir = tmp_path / "checkpoints"  # fixed beside the logger's version folders (avcot.cli)
     assert len(list(ckdir.glob("*.ckpt"))) == 1
     assert (ckdir / "adapter-last" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "version_0" / "config.yaml").is_file()
-    main(["predict", "--config", "configs/tiny.yaml", *_overrides(tmp_path / "p"),
+    main(["predict", "--config", "configs/tiny.yaml", *_overrides(tmp_path / "p"), *lora,
           "--model.init_args.adapter", str(ckdir / "adapter-last"), "--model.init_args.max_new_tokens", "3",
           "--data.init_args.eval_batch_size", "6"])
     lines = [json.loads(x) for x in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]

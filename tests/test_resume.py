@@ -175,6 +175,7 @@ def _cli(root: Path, manifest: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "avcot.cli", "fit", "--config", "configs/tiny.yaml",
             "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
             "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0",
+            "--model.init_args.finetune", "lora", "--data.init_args.batch_size", "2",  # adapter-last, 4 steps/epoch
             "--model.init_args.lora.dropout", "0.0", "--data.init_args.train_manifest", str(manifest),
             "--data.init_args.target", "avcot",
             "--data.init_args.val_fraction", "0.0", "--data.init_args.rejects_path", str(root / "rejects.jsonl"),
