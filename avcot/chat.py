@@ -151,6 +151,5 @@ def _collate_media(examples: list[Encoded]) -> dict:
 
 
 def model_inputs(batch: dict, *, with_labels: bool = True) -> dict:
-    """The subset of a collated batch the thinker's forward/generate accepts."""
-    skip = {"ids", "meta"} | (set() if with_labels else {"labels"})
-    return {k: v for k, v in batch.items() if k not in skip}
+    """The collated tensors the thinker's forward/generate accepts (without `labels` for generation)."""
+    return {k: v for k, v in batch.items() if with_labels or k != "labels"}
