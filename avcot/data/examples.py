@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Example:
-    """One encoded dataset item; `id` travels to the batch (batch["ids"]) for predictions and rejects."""
+    """One encoded dataset item; `id` travels to the batch (`Batch.ids`) for predictions and rejects."""
 
     id: str
     encoded: Encoded
