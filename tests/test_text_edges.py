@@ -99,3 +99,8 @@ def test_wenet_chunks_stop_at_the_first_non_ascii_character(raw: str, expected: 
 ])
 def test_wenet_lo_characters_and_skipped_marks(raw: str, expected: list[str]) -> None:
     assert wenet_tokens(raw) == expected
+
+
+def test_wenet_skips_unassigned_code_points() -> None:
+    # U+0378 is unassigned (category Cn): compute-cer.py skips it like a space
+    assert wenet_tokens("实\u0378验") == ["实", "验"]
