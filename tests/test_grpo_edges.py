@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from avcot.grpo import group_advantages, grpo_loss, sequence_logprobs, token_logprobs
+from avcot.grpo import group_advantages, grpo_loss, microbatch_weight, sequence_logprobs, token_logprobs
 
 
 @pytest.mark.parametrize(("loss_type", "expected"), [
@@ -178,3 +178,13 @@ def test_clip_fraction_with_a_positive_advantage() -> None:
     assert stats.clip_fraction == pytest.approx(1 / 3)
     # per token -min(r, clip(r)): e^-1, e^0.1, 1.2
     assert loss.item() == pytest.approx(-(math.exp(-1) + math.exp(0.1) + 1.2) / 3, rel=1e-6)
+
+
+def test_microbatch_weights_add_up_to_the_whole_batch() -> None:
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 0]])  # 6 real tokens in 4 sequences
+    # 'grpo' means over sequences: rows 0-1 are 2 of 4 sequences
+    assert microbatch_weight(mask, slice(0, 2), "grpo") == pytest.approx(2 / 4)
+    # 'token' means over all tokens: rows 0-1 hold 4 of the 6 tokens, rows 2-3 the other 2
+    assert microbatch_weight(mask, slice(0, 2), "token") == pytest.approx(4 / 6)
+    assert microbatch_weight(mask, slice(2, 4), "token") == pytest.approx(2 / 6)
+    assert sum(microbatch_weight(mask, slice(k, k + 1), "grpo") for k in range(4)) == pytest.approx(1.0)

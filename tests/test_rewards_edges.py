@@ -12,6 +12,7 @@ from avcot.rewards import (
     combine_rewards,
     count_words,
     format_reward,
+    resolve_reward,
     length_reward,
     reward_name,
 )
@@ -97,3 +98,14 @@ def test_length_reward_defaults_are_16_512_and_64() -> None:
     assert values[2:4] == pytest.approx([edge, edge], rel=1e-12)
     assert values[2] < 1.0 and values[3] < 1.0
     assert values[4] == pytest.approx(math.exp(-1 / 32), rel=1e-12)
+
+
+def test_resolve_reward_imports_a_dotted_path_and_names_what_is_wrong() -> None:
+    assert resolve_reward("avcot.rewards.format_reward") is format_reward
+    assert resolve_reward("functools.partial") is functools.partial  # any importable module.attribute
+    with pytest.raises(ValueError, match="must be a dotted path"):
+        resolve_reward("format_reward")
+    with pytest.raises(ValueError, match="cannot import reward 'avcot.rewards.no_such_reward'"):
+        resolve_reward("avcot.rewards.no_such_reward")
+    with pytest.raises(ValueError, match="is not callable"):
+        resolve_reward("avcot.rewards.MAX_SCORED_CHARS")
