@@ -10,7 +10,9 @@ import math
 import pytest
 import torch
 
-from avcot.grpo import group_advantages, grpo_loss, microbatch_weight, sequence_logprobs, token_logprobs
+from avcot.grpo import (
+    GrpoStats, group_advantages, grpo_loss, merge_stats, microbatch_weight, sequence_logprobs, token_logprobs,
+)
 
 
 @pytest.mark.parametrize(("loss_type", "expected"), [
@@ -188,3 +190,18 @@ def test_microbatch_weights_add_up_to_the_whole_batch() -> None:
     assert microbatch_weight(mask, slice(0, 2), "token") == pytest.approx(4 / 6)
     assert microbatch_weight(mask, slice(2, 4), "token") == pytest.approx(2 / 6)
     assert sum(microbatch_weight(mask, slice(k, k + 1), "grpo") for k in range(4)) == pytest.approx(1.0)
+
+
+def test_merge_stats_weights_losses_and_averages_token_stats_by_tokens() -> None:
+    a = GrpoStats(loss=1.0, policy_loss=2.0, kl_mean=0.1, clip_fraction=0.5, ratio_mean=1.0, ratio_max=1.5,
+                  advantage_mean=0.2, tokens=2)
+    b = GrpoStats(loss=3.0, policy_loss=4.0, kl_mean=0.4, clip_fraction=0.0, ratio_mean=2.0, ratio_max=3.0,
+                  advantage_mean=-0.2, tokens=6)
+    merged = merge_stats([(a, 0.25), (b, 0.75)])
+    assert merged.loss == pytest.approx(0.25 * 1.0 + 0.75 * 3.0)  # 2.5
+    assert merged.policy_loss == pytest.approx(0.25 * 2.0 + 0.75 * 4.0)  # 3.5
+    assert merged.kl_mean == pytest.approx((2 * 0.1 + 6 * 0.4) / 8)  # token-weighted: 0.325
+    assert merged.clip_fraction == pytest.approx((2 * 0.5 + 6 * 0.0) / 8)
+    assert merged.ratio_mean == pytest.approx((2 * 1.0 + 6 * 2.0) / 8)
+    assert merged.ratio_max == 3.0  # the largest ratio of any part
+    assert merged.advantage_mean == pytest.approx(0.0) and merged.tokens == 8
