@@ -302,7 +302,7 @@ def test_cli_defaults_are_safe():
 
     args = parse_args([])
     assert (args.host, args.share, args.base, args.adapter, args.max_upload_mb) == (
-        "127.0.0.1", False, "tiny", None, 50.0)
+        "127.0.0.1", False, None, None, 50.0)  # no model flag: the newest run's model, else tiny (demo.latest_run)
 
 
 def test_main_with_a_bad_base_exits_2_with_a_message(capsys):
