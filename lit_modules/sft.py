@@ -3,8 +3,8 @@
 `finetune="lora"` (the VASR paper): LoRA on the language model (`lora` settings), everything else frozen.
 `finetune="full"` (the AVRT paper's "fully supervised fine-tuning"): the language model trains (the LM head
 with `lora.train_lm_head`), the audio and vision towers stay frozen (`train_towers` trains them, for random-init
-models only); weights are kept in fp32 (master copy; compute in bf16 through the trainer's `precision: bf16-mixed`), because lr 2e-6 updates are below
-bf16's resolution of the weights.
+models only); weights are kept in fp32 (master copy; compute in bf16 through the trainer's
+`precision: bf16-mixed`), because lr 2e-6 updates are below bf16's resolution of the weights.
 
 The model is built in `configure_model`, so sharding strategies see it before it is materialised:
 under Lightning's `ModelParallelStrategy` (FSDP2) each decoder layer and then the whole model are
