@@ -8,7 +8,10 @@ from typing import get_args
 import pytest
 
 from avcot import text
-from avcot.text import SCORINGS, Scoring, cer, normalize_zh, scored_tokens, to_simplified, tokenize_zh, wenet_tokens
+from avcot.text import (
+    SCORINGS, Scoring, cer, normalize_zh, scored_tokens, to_simplified, tokenize_zh,
+    wenet_align_tokens, wenet_tokens,
+)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -104,3 +107,9 @@ def test_wenet_lo_characters_and_skipped_marks(raw: str, expected: list[str]) ->
 def test_wenet_skips_unassigned_code_points() -> None:
     # U+0378 is unassigned (category Cn): compute-cer.py skips it like a space
     assert wenet_tokens("实\u0378验") == ["实", "验"]
+
+
+def test_wenet_alignment_prefers_deletion_on_a_three_way_tie() -> None:
+    # ref "ab", hyp "ba": at the last cell deletion, insertion and substitution all cost 2; compute-cer.py
+    # keeps the deletion (first), so the path ends by deleting 'b' after matching 'a'
+    assert wenet_align_tokens(["a", "b"], ["b", "a"]) == [("", "b", "ins"), ("a", "a", "equal"), ("b", "", "del")]
