@@ -43,14 +43,24 @@ def _predictions(report_dir: Path) -> dict[tuple[str, str], str]:
     return {(r["id"], r["ablation"]): r["output"] for r in rows}
 
 
+def _four_clips(path: Path) -> Path:
+    """The first four rows of the synthetic manifest (media paths made absolute), to keep the test short."""
+    rows = [json.loads(x) for x in SYNTH.read_text("utf-8").splitlines()[:4]]
+    for row in rows:
+        row.update(video=str(SYNTH.parent / row["video"]), audio=str(SYNTH.parent / row["audio"]))
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
 def test_a_short_fit_prints_the_numbers_avcot_eval_computes_for_its_model(tmp_path, capsys):
     L.seed_everything(0)
-    dm = CavsrDataModule(train_manifest=str(SYNTH), val_fraction=0.0, split_column=None, batch_size=4,
+    manifest = _four_clips(tmp_path / "four.jsonl")
+    dm = CavsrDataModule(train_manifest=str(manifest), val_fraction=0.0, split_column=None, batch_size=2,
                          num_frames=2, frame_size=56, max_seconds=3)
     # a few steps at a high rate, so the model's output depends on the clip and the two conditions differ
     module = SFTModule(finetune="full", lr=3e-2, max_new_tokens=12, lora={"train_lm_head": True})
-    final = FinalEval(batch_size=6)
-    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_progress_bar=False,
+    final = FinalEval(batch_size=4)
+    trainer = L.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[final],
                         limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
@@ -62,9 +72,9 @@ def test_a_short_fit_prints_the_numbers_avcot_eval_computes_for_its_model(tmp_pa
 
     # avcot.eval on the model the run saved (model-last) with the same settings gives the same CERs and texts
     model_dir = tmp_path / "checkpoints" if (tmp_path / "checkpoints").is_dir() else next(tmp_path.rglob("checkpoints"))
-    settings = CavsrEvalSettings(data=str(SYNTH), out=str(tmp_path / "again"),
+    settings = CavsrEvalSettings(data=str(manifest), out=str(tmp_path / "again"),
                                  model=ModelSpec(ckpt=str(model_dir / "model-last"), device="cpu"),
-                                 ablations=("random",), batch_size=6, max_new_tokens=12, num_frames=2,
+                                 ablations=("random",), batch_size=4, max_new_tokens=12, num_frames=2,
                                  frame_size=56, max_seconds=3, progress=False)
     again = run_cavsr(settings)
     cers = {s.name: s.cer for s in cer_by_ablation(again.predictions)}
