@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model, build the UI and serve it until interrupted; 2 on a bad model path."""
     args = parse_args(argv)
     choice = choose_model(args.base, args.adapter, args.runs)
-    print(choice.message, file=sys.stderr)
+    if choice.message:
+        print(choice.message, file=sys.stderr)
     try:
         loaded = load_model(choice.base, choice.adapter, dtype=args.dtype)
         media = demo_settings(args, choice)

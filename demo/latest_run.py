@@ -40,6 +40,7 @@ class ModelChoice:
     base: str
     adapter: str | None
     message: str
+    """Why this model ('' when the flags chose it)."""
     run: RunModel | None = None
     """The run model picked from the runs folder (None: flags, or no run found)."""
 
@@ -71,7 +72,7 @@ def choose_model(base: str | None, adapter: str | None, runs: Path) -> ModelChoi
     the repository's CPU recipe).
     """
     if base is not None or adapter is not None:
-        return ModelChoice(base or TINY, adapter, "model from the command line")
+        return ModelChoice(base or TINY, adapter, "")  # the user chose: nothing to explain, and an error stays one line
     run = newest_run_model(runs)
     if run is None:
         return ModelChoice(TINY, None, f"no trained model under {runs}/ (checkpoints/model-last or adapter-last): "
