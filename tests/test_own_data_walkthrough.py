@@ -105,7 +105,7 @@ def test_own_data_walkthrough_end_to_end(tmp_path, monkeypatch, capsys):
         "ingest": lambda: len(_rows(own / "raw.jsonl")) == 6 and all(r.get("text") for r in _rows(own / "raw.jsonl")),
         "cavsr": lambda: len(_rows(own / "cavsr" / "sft.jsonl")) >= 4,
         "split": lambda: all(_rows(own / "cavsr" / f"{s}.jsonl") for s in ("train", "val", "test")),
-        "tiny": lambda: (own / "sft" / "checkpoints" / "adapter-last" / "adapter_model.safetensors").is_file(),
+        "tiny": lambda: (own / "sft" / "checkpoints" / "model-last" / "model.safetensors").is_file(),
         "tiny_cavsr_grpo": lambda: (own / "grpo" / "checkpoints" / "adapter-last").is_dir(),
         "avcot.eval": lambda: _rows(own / "eval" / "predictions.jsonl") and (own / "eval" / "report.md").is_file(),
         "avcot.export": lambda: (own / "merged" / "config.json").is_file(),

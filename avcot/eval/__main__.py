@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     cav.add_argument("--prompt", default=None, choices=("avcot", "transcript"),
                      help="instruction: avcot, or transcript for a w/o-AV-CoT adapter (default: the training "
                           "target, else avcot)")
-    cav.add_argument("--max-new-tokens", type=int, default=256, help="generation length cap per clip")
+    cav.add_argument("--max-new-tokens", type=int, default=384, help="generation length cap per clip")
     cav.add_argument("--num-frames", type=int, default=None, help="frames per clip, even (default: as trained, else 4)")
     cav.add_argument("--t2s", action="store_true", help="traditional -> simplified before scoring")
     cav.add_argument("--scoring", default="avcot", choices=SCORINGS,

@@ -75,7 +75,7 @@ class CavsrEvalSettings:
     prompt: Literal["avcot", "transcript"] = "avcot"
     """Instruction: 'avcot' (AV-CoT trace) or 'transcript' (plain, for a w/o-AV-CoT adapter)."""
     batch_size: int = 4
-    max_new_tokens: int = 256
+    max_new_tokens: int = 384
     num_frames: int = CAVSR_MEDIA.num_frames
     frame_size: int = CAVSR_MEDIA.frame_size
     max_seconds: float = CAVSR_MEDIA.max_seconds
