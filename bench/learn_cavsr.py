@@ -352,16 +352,34 @@ def run(settings: BenchSettings) -> dict:
     return summary
 
 
+NUMBER_HELP = {
+    "renders": "renderings of every content in the training set",
+    "test_renders": "fresh renderings of every content in the test set (--split render)",
+    "seed": "data, init and shuffle seed",
+    "steps": "optimizer steps per target",
+    "batch_size": "clips per step",
+    "warmup": "linear warm-up steps before the cosine decay",
+    "num_frames": "frames per clip",
+    "frame_size": "frame side in pixels",
+    "max_new_tokens": "generation cap in the evaluations",
+    "threads": "torch CPU threads (0 = torch's default)",
+    "workers": "threads running espeak-ng/ffmpeg while synthesising",
+    "test_fraction": "held-out share of groups for the content/context/sentence splits",
+    "lr": "peak learning rate",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = BenchSettings(out="")
     ap.add_argument("--out", required=True, help="run directory (synthetic data, runs, eval reports)")
-    for name in ("renders", "test_renders", "seed", "steps", "batch_size", "warmup", "num_frames", "frame_size",
-                 "max_new_tokens", "threads", "workers"):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("test_fraction", "lr"):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
-    ap.add_argument("--split", choices=("render", "content", "context", "sentence"), default=defaults.split)
+    for name, kind in (*((n, int) for n in NUMBER_HELP if n not in ("test_fraction", "lr")),
+                       ("test_fraction", float), ("lr", float)):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                        help=NUMBER_HELP[name])
+    ap.add_argument("--split", choices=("render", "content", "context", "sentence"), default=defaults.split,
+                    help="test on fresh renderings, held-out contents, (template, cue) pairs or templates")
     ap.add_argument("--target", choices=("avcot", "transcript", "both"), default=defaults.target,
                     help="train on the AV-CoT trace, the plain transcript (w/o AV-CoT), or both (same budget)")
     ap.add_argument("--stage", choices=("all", "data"), default=defaults.stage,

@@ -23,7 +23,8 @@ class ManifestDataModule(L.LightningDataModule):
     names the stages that generate (no target: `generating_stages`), where test/predict read their rows
     (`stage_manifest`) and how batches are collated (`collate_fn`). Expects `save_hyperparameters()` to have
     stored `train_manifest`, `val_manifest`, `processor`, `rejects_path`, `val_fraction`, `seed`, `split_column`,
-    `batch_size`, `eval_batch_size`, `num_workers`, `on_bad_row`, `check_media` and `group_by_length`.
+    `batch_size`, `eval_batch_size`, `num_workers`, `on_bad_row`, `check_media`, `group_by_length` and
+    `cache_examples`.
     `counts` is rows_in = rows_used + rows_rejected per manifest, including the rows rejected while decoding
     during the epochs; `RowReport` prints it at each epoch end and at the end of the run.
     """
@@ -118,7 +119,8 @@ class ManifestDataModule(L.LightningDataModule):
         source = str(manifest_source(path))
         return example_dataset(self.task, rows, self.processor, source=source, with_target=with_target,
                                policy=hp.on_bad_row, rejects=self.rejects, rows_in=self.rows_in[source],
-                               check_media=hp.get("check_media", False), num_workers=hp.num_workers)
+                               check_media=hp.get("check_media", False), num_workers=hp.num_workers,
+                               cache=hp.get("cache_examples", False))
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -149,7 +151,10 @@ class ManifestDataModule(L.LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"no {split} dataset: call setup() with the matching stage first")
         ds = self.datasets[split]
-        return RowLoader(ds, batch_size=batch_size, num_workers=self.hparams.num_workers, collate_fn=collate_fn,
+        workers = self.hparams.num_workers
+        keep = bool(self.hparams.get("cache_examples", False)) and workers > 0  # the workers hold the caches
+        return RowLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn,
+                         persistent_workers=keep,
                          sampler=self.sampler(split, len(ds), batch_size, shuffle=shuffle),
                          on_skipped=self.record_skipped, resumable=split == "train",
                          epoch_batches=self.train_batches_per_epoch)

@@ -51,6 +51,7 @@ class McqDataModule(ManifestDataModule):
         check_media: bool = False,
         group_by_length: bool = False,
         hash_media: bool = False,
+        cache_examples: bool = False,
     ):
         """
         Args:
@@ -82,6 +83,10 @@ class McqDataModule(ManifestDataModule):
             hash_media: Put the encoder-cache keys of each batch's media in `Batch.media_keys`, hashed in
                 the DataLoader workers (pair it with the SFT module's `encoder_cache_dir`; without it the module
                 hashes in the training step).
+            cache_examples: Keep each decoded example in memory after its first use, so later epochs skip
+                decoding (small datasets trained for many epochs, e.g. bench/learn_cavsr.py). Memory grows
+                with the dataset; with `num_workers` > 0 the workers persist across epochs to keep their
+                caches. A "random" video partner is then drawn once per row, not once per epoch.
         """
         super().__init__()
         self.save_hyperparameters()

@@ -98,15 +98,15 @@ def check_finetune(finetune: str, *, adapter: str | None, quantization: str, dty
                          "dtype: float32 and compute in bf16 with the trainer's precision: bf16-mixed")
 
 
-def check_train_towers(train_towers: bool, *, finetune: str, fast_loss: bool, encoder_cache_dir: str | None) -> None:
+def check_train_towers(train_towers: bool, *, finetune: str, encoder_cache_dir: str | None) -> None:
     """Refuse `train_towers` with settings that would leave the towers untrained (ValueError naming them)."""
     if not train_towers:
         return
     if finetune != "full":
         raise ValueError("train_towers trains the towers' own weights: set finetune: full")
-    if fast_loss or encoder_cache_dir:
-        raise ValueError("train_towers needs fast_loss: false and encoder_cache_dir: null (both run the towers "
-                         "under no_grad, so the towers would never learn)")
+    if encoder_cache_dir:
+        raise ValueError("train_towers needs encoder_cache_dir: null (cached tower outputs carry no gradient, "
+                         "so the towers would never learn)")
 
 
 class SFTModule(L.LightningModule):
@@ -158,11 +158,12 @@ class SFTModule(L.LightningModule):
             train_towers: Train the audio and vision towers too (finetune "full" only). Exists for random-init
                 models (base "tiny", e.g. bench/learn_cavsr.py): towers never pretrained cannot learn to hear or
                 read while frozen. Both papers freeze their pretrained towers: leave it off for real checkpoints.
-                Needs fast_loss and encoder_cache_dir off (both run the towers under no_grad).
+                Needs encoder_cache_dir off (cached outputs carry no gradient); with fast_loss the towers run
+                with gradients in the fast path.
         """
         super().__init__()
         check_finetune(finetune, adapter=adapter, quantization=quantization, dtype=dtype)
-        check_train_towers(train_towers, finetune=finetune, fast_loss=fast_loss, encoder_cache_dir=encoder_cache_dir)
+        check_train_towers(train_towers, finetune=finetune, encoder_cache_dir=encoder_cache_dir)
         self.lora = lora_settings(lora)
         lora = asdict(self.lora)  # hparams hold plain data: checkpoints load with weights_only, as LightningCLI's do
         self.save_hyperparameters()
@@ -258,7 +259,7 @@ class SFTModule(L.LightningModule):
                 rank_zero_info("encoder cache: media keys are hashed in the training step; the DataModule's "
                                "hash_media: true hashes them in the DataLoader workers instead")
             feats = self.encoder_cache.features(self.model, batch.inputs, keys)
-        return sft_loss(self.model, batch.inputs, feats)
+        return sft_loss(self.model, batch.inputs, feats, towers_grad=self.hparams.train_towers)
 
     def training_step(self, batch: Batch | None, batch_idx: int):
         if batch is None:  # every row of the batch was rejected (skip mode)

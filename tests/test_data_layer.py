@@ -128,3 +128,49 @@ def test_eval_and_demo_load_through_the_one_loader(tmp_path, monkeypatch):
     load_eval_model(ModelSpec(ckpt=str(tmp_path), device="cpu"))
     demo_load("tiny", str(tmp_path))
     assert calls == [("tiny", str(tmp_path)), ("tiny", str(tmp_path))]
+
+
+def test_example_cache_decodes_each_row_once_and_keeps_its_skip():
+    from avcot.data.examples import Example, ExampleDataset, Skipped
+    from avcot.data.rows import ManifestRow
+
+    calls: list[str] = []
+
+    def build(record: dict) -> Example:
+        calls.append(record["id"])
+        if record["id"] == "bad":
+            raise ValueError("undecodable")
+        return Example(record["id"], encoded=None, reference=record["id"])  # type: ignore[arg-type]
+
+    rows = [ManifestRow(n + 1, {"id": i}, None) for n, i in enumerate(["a", "bad", "c"])]
+    for cache, decodes in ((False, 6), (True, 3)):
+        calls.clear()
+        ds = ExampleDataset(rows, build, source="m.jsonl", cache=cache)
+        first = [ds[i] for i in range(3)]
+        second = [ds[i] for i in range(3)]
+        assert len(calls) == decodes and calls[:3] == ["a", "bad", "c"]
+        assert [type(x) for x in second] == [Example, Skipped, Example] and second[0] == first[0]
+        assert "line 2" in second[1].reject.reason
+
+
+def test_cache_examples_gives_the_same_batches_over_epochs(tmp_path):
+    from helpers import write_traced_manifest
+
+    from datamodules.cavsr import CavsrDataModule
+
+    manifest = write_traced_manifest(tmp_path / "m.jsonl", 3)
+    epochs = {}
+    for cache in (False, True):
+        dm = CavsrDataModule(train_manifest=str(manifest), batch_size=2, val_fraction=0.0, split_column=None,
+                             rejects_path=str(tmp_path / "rejects.jsonl"), num_frames=2, frame_size=56,
+                             cache_examples=cache)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        runs = []
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)
+            runs.append([(b.ids, b.inputs["input_ids"].clone(), b.inputs["pixel_values_videos"].clone())
+                         for b in loader])
+        epochs[cache] = runs
+    for (ids_a, tok_a, pix_a), (ids_b, tok_b, pix_b) in zip(sum(epochs[False], []), sum(epochs[True], [])):
+        assert ids_a == ids_b and tok_a.equal(tok_b) and pix_a.equal(pix_b)

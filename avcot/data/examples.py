@@ -89,7 +89,8 @@ class RowTask(Protocol):
 
 
 class ExampleDataset(Dataset):
-    """Manifest rows -> `Example`s via `build(record)`, decoded lazily in `__getitem__` (nothing cached).
+    """Manifest rows -> `Example`s via `build(record)`, decoded lazily in `__getitem__` (kept in memory after
+    the first decode only with `cache`: per process, so each loader worker keeps its own).
 
     `build` may raise any exception for a bad row (media decode, missing target); with policy "skip"
     `__getitem__` returns a `Skipped` (the reject, recorded by the main process and dropped by the
@@ -97,18 +98,26 @@ class ExampleDataset(Dataset):
     """
 
     def __init__(self, rows: Sequence[ManifestRow], build: Callable[[dict], Example], *, source: str,
-                 policy: BadRowPolicy = "skip", stage: str = "decode"):
+                 policy: BadRowPolicy = "skip", stage: str = "decode", cache: bool = False):
         self.rows = [r.record for r in rows]
         """The raw records, in dataset order."""
         self.lines = [r.line for r in rows]
         self.items = [r.item for r in rows]
         """The typed items (`Clip` / `McqItem`), in dataset order."""
         self.build, self.source, self.policy, self.stage = build, source, policy, stage
+        self._cache: dict[int, Example | Skipped] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> Example | Skipped:
+        if self._cache is None:
+            return self._decode(index)
+        if index not in self._cache:
+            self._cache[index] = self._decode(index)  # a Skipped too: the row is not decoded again
+        return self._cache[index]
+
+    def _decode(self, index: int) -> Example | Skipped:
         row, line = self.rows[index], self.lines[index]
         try:
             return self.build(row)
@@ -180,10 +189,11 @@ def _skip_or_none(item: Example | Skipped) -> Skipped | None:
 
 def example_dataset(task: RowTask, rows: list[ManifestRow], processor, *, source: str, with_target: bool,
                     policy: BadRowPolicy, rejects: RejectLog, rows_in: int, check_media: bool = False,
-                    num_workers: int = 0) -> ExampleDataset:
+                    num_workers: int = 0, cache: bool = False) -> ExampleDataset:
     """The `ExampleDataset` of `rows`. With `check_media` every row is decoded once first and each failure
     is a reject now (or an error, per `policy`), so the counts are final before training; the decode
-    check reads each clip's own frames (a 'random' partner is drawn among the rows that pass)."""
+    check reads each clip's own frames (a 'random' partner is drawn among the rows that pass). `cache` keeps
+    each decoded example (`ExampleDataset`)."""
     if check_media and rows:
         own = replace(task.media, video="true") if task.media.video == "random" else task.media
         build = task.builder([r.item for r in rows], processor, with_target=with_target, media=own)
@@ -194,4 +204,4 @@ def example_dataset(task: RowTask, rows: list[ManifestRow], processor, *, source
         rows = [r for r in rows if r.line not in bad]
         require_rows(rows, count_rows({source: rows_in}, rejects.lines)[source], source, rejects)
     build = task.builder([r.item for r in rows], processor, with_target=with_target)
-    return ExampleDataset(rows, build, source=source, policy=policy)
+    return ExampleDataset(rows, build, source=source, policy=policy, cache=cache)

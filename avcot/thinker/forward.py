@@ -76,11 +76,18 @@ def split_media(batch: dict) -> dict[str, list[MediaItem]]:
     return items
 
 
-@torch.no_grad()
-def encode_items(thinker, modality: str, items: list[MediaItem]) -> list[torch.Tensor]:
-    """Run the frozen tower for `modality` on `items` in one call; one feature tensor per item."""
+def encode_items(thinker, modality: str, items: list[MediaItem], *, grad: bool = False) -> list[torch.Tensor]:
+    """Run the tower for `modality` on `items` in one call; one feature tensor per item.
+
+    Under no_grad unless `grad` (towers that train: their outputs must carry gradients to their weights).
+    """
     if not items:
         return []
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return _encode(thinker, modality, items)
+
+
+def _encode(thinker, modality: str, items: list[MediaItem]) -> list[torch.Tensor]:
     inner = thinker.model
     if modality == "audio":
         frames = max(it.tensor.shape[-1] for it in items)
@@ -98,10 +105,10 @@ def encode_items(thinker, modality: str, items: list[MediaItem]) -> list[torch.T
     return list(fn(pixels, grids, return_dict=True).pooler_output)
 
 
-def compute_media_features(thinker, batch: dict) -> MediaFeatures:
-    """Run the frozen towers (under no_grad) on every media item of `batch`."""
+def compute_media_features(thinker, batch: dict, *, grad: bool = False) -> MediaFeatures:
+    """Run the towers on every media item of `batch` (under no_grad unless `grad`)."""
     items = split_media(batch)
-    return MediaFeatures(**{m: tuple(encode_items(thinker, m, items[m])) for m in MODALITIES})
+    return MediaFeatures(**{m: tuple(encode_items(thinker, m, items[m], grad=grad)) for m in MODALITIES})
 
 
 def inputs_embeds_for(thinker, input_ids: torch.Tensor, features: MediaFeatures) -> torch.Tensor:
@@ -134,14 +141,15 @@ def position_ids_for(thinker, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def lm_hidden_states(model, batch: dict, features: MediaFeatures | None = None) -> torch.Tensor:
+def lm_hidden_states(model, batch: dict, features: MediaFeatures | None = None, *,
+                     towers_grad: bool = False) -> torch.Tensor:
     """Final-norm hidden states [B, L, H] of the language model (no LM head).
 
-    `features` defaults to running the towers now (no_grad); pass cached ones to skip them.
+    `features` defaults to running the towers now (no_grad unless `towers_grad`); pass cached ones to skip them.
     """
     thinker = unwrap_thinker(model)
     if features is None:
-        features = compute_media_features(thinker, batch)
+        features = compute_media_features(thinker, batch, grad=towers_grad)
     embeds = inputs_embeds_for(thinker, batch["input_ids"], features)
     positions, _ = position_ids_for(thinker, batch)
     out = thinker.model.language_model(

@@ -50,11 +50,12 @@ def label_token_logprobs(lm_head: torch.nn.Module, hidden: torch.Tensor, labels:
     return out.masked_scatter(mask.to(out.device), picked)
 
 
-def sft_loss(model, batch: dict, features: MediaFeatures | None = None) -> torch.Tensor:
+def sft_loss(model, batch: dict, features: MediaFeatures | None = None, *, towers_grad: bool = False) -> torch.Tensor:
     """SFT loss through the fast path: towers (or cached `features`) -> LM body -> label-only head.
 
-    Equals `model(**model_inputs(batch)).loss` (same value, same LoRA gradients).
+    Equals `model(**model_inputs(batch)).loss` (same value, same LoRA gradients; with `towers_grad` the towers'
+    gradients too).
     """
     thinker = unwrap_thinker(model)
-    hidden = lm_hidden_states(model, batch, features)  # [B, L, H]
+    hidden = lm_hidden_states(model, batch, features, towers_grad=towers_grad)  # [B, L, H]
     return label_only_loss(thinker.lm_head, hidden, batch["labels"])
