@@ -6,6 +6,7 @@ not fixtures). Nothing here is a test; nothing here builds a model at import tim
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 from avcot.traces import AVCoTTrace, render_avcot
@@ -93,3 +94,27 @@ def tiny_batch(processor, targets=("实验室里在做试验", "好"), *, second
         for i, (t, s) in enumerate(zip(targets, seconds))
     ]
     return collate(examples, processor.tokenizer.pad_token_id, padding_side=side)
+
+
+@cache
+def parsed_config(name: str) -> dict:
+    """configs/<name>.yaml as the CLI resolves it (`fit --print_config`: every default and link filled in)."""
+    import contextlib
+    import io
+    import os
+
+    import pytest
+    import yaml
+
+    from avcot.cli import main
+
+    repo = Path(__file__).resolve().parent.parent
+    out, cwd = io.StringIO(), os.getcwd()
+    os.chdir(repo)
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            main(["fit", "--config", f"configs/{name}.yaml", "--print_config"])
+    finally:
+        os.chdir(cwd)
+    assert done.value.code == 0, f"configs/{name}.yaml does not parse"
+    return yaml.safe_load(out.getvalue())

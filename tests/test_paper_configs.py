@@ -4,13 +4,12 @@ come from), not the configs'; the effective batch is computed from per-device ba
 nodes, so the one written in a header cannot disagree with what runs."""
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import pytest
-import yaml
 
-from avcot.cli import main
+from helpers import parsed_config
+
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,22 +43,7 @@ TABLE = [
 ]
 
 
-@cache
-def parsed(name: str) -> dict:
-    """The config as the CLI resolves it (every default filled in)."""
-    import contextlib
-    import io
-    import os
-
-    out, cwd = io.StringIO(), os.getcwd()
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-            main(["fit", "--config", f"configs/{name}.yaml", "--print_config"])
-    finally:
-        os.chdir(cwd)
-    assert done.value.code == 0, f"configs/{name}.yaml does not parse"
-    return yaml.safe_load(out.getvalue())
+parsed = parsed_config
 
 
 def effective_batch(cfg: dict) -> int:

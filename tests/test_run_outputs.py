@@ -6,12 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import traced_rows, write_jsonl
+from helpers import parsed_config, traced_rows, write_jsonl
 
 from avcot.cli import main, run
 
@@ -29,21 +27,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "avcot.cli", *args]
 
 
-@cache
-def parsed(name: str) -> dict:
-    """configs/<name>.yaml as the CLI resolves it (`--print_config`: every default and link filled in)."""
-    import contextlib
-    import io
-
-    out, cwd = io.StringIO(), os.getcwd()
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-            main(["fit", "--config", f"configs/{name}.yaml", "--print_config"])
-    finally:
-        os.chdir(cwd)
-    assert done.value.code == 0, f"configs/{name}.yaml does not parse"
-    return yaml.safe_load(out.getvalue())
+parsed = parsed_config
 
 
 @pytest.mark.slow  # two tiny CLI runs in subprocesses: ~40-120 s on 2 shared cores
@@ -148,8 +132,11 @@ def test_a_cli_call_does_not_echo_argv_in_a_warning(recwarn, capsys, monkeypatch
 
 def test_eval_help_shows_defaults(capsys):
     from avcot.eval.__main__ import build_parser
+    from avcot.eval.cavsr import CavsrEvalSettings
+    from avcot.eval.mcq import McqEvalSettings
 
-    for sub, flag in (("cavsr", "256"), ("mcq", "512")):
+    for sub, settings in (("cavsr", CavsrEvalSettings), ("mcq", McqEvalSettings)):
+        flag = settings.__dataclass_fields__["max_new_tokens"].default  # the command's default is the API's
         with pytest.raises(SystemExit):
             build_parser().parse_args([sub, "--help"])
         out = " ".join(capsys.readouterr().out.split())
