@@ -55,6 +55,7 @@ EDITS = [
     ("a a b", "a b", (0, 1, 0), 3),
     ("ab", "ba", (0, 1, 1), 2),  # tie: deletion first, so D+I rather than 2 S
     ("", "你好", (0, 0, 2), 0),
+    ("你", "你好吗", (0, 0, 2), 1),  # two insertions after a hit: an insertion costs 1 in the cell it wins too
 ]
 
 
