@@ -192,6 +192,14 @@ def test_microbatch_weights_add_up_to_the_whole_batch() -> None:
     assert sum(microbatch_weight(mask, slice(k, k + 1), "grpo") for k in range(4)) == pytest.approx(1.0)
 
 
+def test_microbatch_token_weight_of_one_token_and_of_none() -> None:
+    one = torch.tensor([[0, 1, 0], [0, 0, 0]])  # a single real token in the batch: its row carries it all
+    assert microbatch_weight(one, slice(0, 1), "token") == 1.0
+    assert microbatch_weight(one, slice(1, 2), "token") == 0.0
+    none = torch.zeros(2, 3, dtype=torch.long)  # no real token anywhere: weight 0, not NaN
+    assert microbatch_weight(none, slice(0, 2), "token") == 0.0
+
+
 def test_merge_stats_weights_losses_and_averages_token_stats_by_tokens() -> None:
     a = GrpoStats(loss=1.0, policy_loss=2.0, kl_mean=0.1, clip_fraction=0.5, ratio_mean=1.0, ratio_max=1.5,
                   advantage_mean=0.2, tokens=2)
