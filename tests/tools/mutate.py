@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="only list the mutants, run nothing")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest")
     parser.add_argument("--recheck", type=Path, default=None,
-                        help="run only the mutants a previous --out .json recorded as timeout (give a longer --timeout)")
+                        help="only the mutants a previous --out .json recorded as timeout (give a longer --timeout)")
     args = parser.parse_args(argv)
     if args.recheck is not None:
         previous = json.loads(args.recheck.read_text(encoding="utf-8"))["mutants"]
