@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from avcot.grpo import (
-    GrpoStats, group_advantages, grpo_loss, merge_stats, microbatch_weight, sequence_logprobs, token_logprobs,
+    GrpoStats, clip_grad_norm, group_advantages, grpo_loss, merge_stats, microbatch_weight, sequence_logprobs,
+    token_logprobs,
 )
 
 
@@ -204,7 +205,7 @@ def test_merge_stats_weights_losses_and_averages_token_stats_by_tokens() -> None
     a = GrpoStats(loss=1.0, policy_loss=2.0, kl_mean=0.1, clip_fraction=0.5, ratio_mean=1.0, ratio_max=1.5,
                   advantage_mean=0.2, tokens=2)
     b = GrpoStats(loss=3.0, policy_loss=4.0, kl_mean=0.4, clip_fraction=0.0, ratio_mean=2.0, ratio_max=3.0,
-                  advantage_mean=-0.2, tokens=6)
+                  advantage_mean=0.4, tokens=6)
     merged = merge_stats([(a, 0.25), (b, 0.75)])
     assert merged.loss == pytest.approx(0.25 * 1.0 + 0.75 * 3.0)  # 2.5
     assert merged.policy_loss == pytest.approx(0.25 * 2.0 + 0.75 * 4.0)  # 3.5
@@ -212,4 +213,19 @@ def test_merge_stats_weights_losses_and_averages_token_stats_by_tokens() -> None
     assert merged.clip_fraction == pytest.approx((2 * 0.5 + 6 * 0.0) / 8)
     assert merged.ratio_mean == pytest.approx((2 * 1.0 + 6 * 2.0) / 8)
     assert merged.ratio_max == 3.0  # the largest ratio of any part
-    assert merged.advantage_mean == pytest.approx(0.0) and merged.tokens == 8
+    assert merged.advantage_mean == pytest.approx(0.3) and merged.tokens == 8  # the mean over the parts
+
+
+def test_merge_stats_of_parts_without_tokens_gives_zeros_not_an_error() -> None:
+    empty = GrpoStats(loss=0.0, policy_loss=0.0, kl_mean=0.0, clip_fraction=0.0, ratio_mean=0.0, ratio_max=0.0,
+                      advantage_mean=0.0, tokens=0)
+    merged = merge_stats([(empty, 0.5), (empty, 0.5)])
+    assert (merged.kl_mean, merged.clip_fraction, merged.ratio_mean, merged.tokens) == (0.0, 0.0, 0.0, 0)
+
+
+def test_clip_grad_norm_clips_the_global_norm_and_skips_parameters_without_grad() -> None:
+    a, b, idle = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0])  # global norm 5
+    clip_grad_norm([a, idle, b], max_norm=1.0)
+    assert float(torch.cat([a.grad, b.grad]).norm()) == pytest.approx(1.0)
+    assert a.grad.tolist() == pytest.approx([0.6, 0.0]) and idle.grad is None

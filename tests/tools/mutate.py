@@ -403,7 +403,7 @@ def run_module(runner: Runner, spaces: list[Workspace], module: str, args: argpa
     path = spaces[0].module_path(module)
     original = path.read_text(encoding="utf-8")
     todo = _pick(mutants(module, original), args.max)
-    if args.recheck is not None:  # only what a previous run could not decide in time
+    if args.recheck is not None:  # only what a previous run did not kill: new tests, or a longer limit
         todo = [m for m in todo if m.key in args.recheck]
     baseline = _check_baseline(runner, spaces[0], module, tests)
     timeout = args.timeout or max(20.0, 3.0 * baseline + 10.0)
@@ -490,11 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="only list the mutants, run nothing")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest")
     parser.add_argument("--recheck", type=Path, default=None,
-                        help="only the mutants a previous --out .json recorded as timeout (give a longer --timeout)")
+                        help="only the mutants a previous --out .json recorded as timeout or survived")
     args = parser.parse_args(argv)
     if args.recheck is not None:
         previous = json.loads(args.recheck.read_text(encoding="utf-8"))["mutants"]
-        args.recheck = {r["key"] for r in previous if r["status"] == "timeout"}
+        args.recheck = {r["key"] for r in previous if r["status"] in ("timeout", "survived")}
     modules = args.module or list(TARGETS)
     equivalent = load_equivalent(args.equivalent)
     if args.list:
