@@ -4,6 +4,7 @@
     python bench/learn_cavsr.py --out runs/learn_cavsr --target avcot            # AV-CoT only, about half
     python bench/learn_cavsr.py --out runs/learn_cavsr --steps 8000 --device cuda   # larger, on a GPU
     python bench/learn_cavsr.py --out runs/learn_cavsr --stage data   # steps 1-3 only (configs/learn_cavsr.yaml)
+    python bench/learn_cavsr.py --out runs/learn_cavsr --stage train  # steps 4-5 on that data
 
 1. Generate a fresh synthetic homophone set with `avcot.synth.all_contents`: every (pair, template,
    word, cue) content rendered `--renders` times, each rendering with its own voice (one of the
@@ -96,7 +97,8 @@ class BenchSettings:
     target: str = "both"
     """Training target(s): 'avcot' (the trace), 'transcript' (w/o AV-CoT) or 'both' (same budget each)."""
     stage: str = "all"
-    """'all' (generate, train, evaluate) or 'data' (generate and write the manifests only)."""
+    """'all' (generate, train, evaluate), 'data' (generate and write the manifests only) or 'train' (train and
+    evaluate on the manifests an earlier 'data' run wrote)."""
     config: str = str(ROOT / "configs" / "learn_cavsr.yaml")
     """The training recipe run through avcot.cli (the flags above override its values)."""
 
@@ -322,6 +324,19 @@ def make_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dic
     return rows, train_rows, test_rows
 
 
+def reuse_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dict]]:
+    """OUT/train.jsonl and test.jsonl from an earlier `--stage data` run (same settings), as `make_data` returns."""
+    out = Path(settings.out)
+    missing = [p for p in (out / "train.jsonl", out / "test.jsonl") if not p.is_file()]
+    if missing:
+        raise SystemExit(f"--stage train reuses {', '.join(map(str, missing))}: run --stage data first")
+    train_rows, test_rows = ([json.loads(x) for x in (out / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+                             for name in ("train.jsonl", "test.jsonl"))
+    rows = train_rows if settings.split == "render" else train_rows + test_rows
+    print(f"clips: reusing {len(train_rows)} train, {len(test_rows)} test from {out}", flush=True)
+    return rows, train_rows, test_rows
+
+
 def run(settings: BenchSettings) -> dict:
     """Generate, train each target through the CLI, evaluate it; returns (and writes) results.json, summary.md."""
     from avcot.eval.metrics import cer_by_ablation
@@ -329,7 +344,7 @@ def run(settings: BenchSettings) -> dict:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     t0 = time.monotonic()
-    rows, train_rows, test_rows = make_data(settings)
+    rows, train_rows, test_rows = reuse_data(settings) if settings.stage == "train" else make_data(settings)
     if settings.stage == "data":
         return {}
     runs = {}
@@ -382,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="test on fresh renderings, held-out contents, (template, cue) pairs or templates")
     ap.add_argument("--target", choices=("avcot", "transcript", "both"), default=defaults.target,
                     help="train on the AV-CoT trace, the plain transcript (w/o AV-CoT), or both (same budget)")
-    ap.add_argument("--stage", choices=("all", "data"), default=defaults.stage,
-                    help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml)")
+    ap.add_argument("--stage", choices=("all", "data", "train"), default=defaults.stage,
+                    help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml); "
+                         "'train' trains and evaluates on the ones an earlier 'data' run wrote")
     ap.add_argument("--config", default=defaults.config, help="training recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
     ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")

@@ -154,3 +154,16 @@ def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition
             rows = [line for line in table if line.startswith(f"| {target} | {cond} | ")]
             assert len(rows) == 1 and rows[0].split(" | ")[2] == f"{cer[cond]:.3f}", (target, cond, rows)
     assert any(line.startswith("AV-CoT vs w/o AV-CoT") for line in table)
+
+
+def test_stage_train_reuses_the_manifests_of_a_data_run_and_names_what_is_missing(tmp_path):
+    import json
+
+    settings = learn.BenchSettings(out=str(tmp_path), stage="train")
+    with pytest.raises(SystemExit, match="--stage data first"):
+        learn.reuse_data(settings)
+    train, test = [{"id": "a", "cue": "background"}, {"id": "b", "cue": "scene"}], [{"id": "c", "cue": "subtitle"}]
+    for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert learn.reuse_data(settings) == (train, train, test)  # --split render: the usable clips are the train set
+    assert learn.reuse_data(learn.BenchSettings(out=str(tmp_path), split="content"))[0] == train + test
