@@ -78,6 +78,12 @@ def test_align_under_wenet_scoring() -> None:
         ("（", "", "del"), ("笑", "", "del"), ("）", "", "del"), ("你", "你", "equal"), ("好", "好", "equal")]
 
 
+def test_wenet_alignment_prefers_an_insertion_to_a_tied_substitution() -> None:
+    # last cell of 你 / 我们: insertion (1 + 1) ties the substitution (1 + 1); compute-cer.py's order takes the
+    # insertion there, so the trace-back pairs 你 with 我 and inserts 们 (not: insert 我, substitute 你 -> 们)
+    assert wenet_align_tokens(["你"], ["我", "们"]) == [("你", "我", "sub"), ("", "们", "ins")]
+
+
 def test_unknown_scoring_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="scoring must be one of"):
         scored_tokens("你好", scoring="kaldi")  # type: ignore[arg-type]
