@@ -113,3 +113,25 @@ def test_wenet_alignment_prefers_deletion_on_a_three_way_tie() -> None:
     # ref "ab", hyp "ba": at the last cell deletion, insertion and substitution all cost 2; compute-cer.py
     # keeps the deletion (first), so the path ends by deleting 'b' after matching 'a'
     assert wenet_align_tokens(["a", "b"], ["b", "a"]) == [("", "b", "ins"), ("a", "a", "equal"), ("b", "", "del")]
+
+
+def test_the_two_scorings_align_a_shifted_pair_differently() -> None:
+    # 你好 -> 好吗 costs 2 either way; jiwer (avcot scoring) takes two substitutions, compute-cer.py's
+    # tie-break (wenet scoring) a deletion, a hit and an insertion
+    avcot, wenet = text.cer("你好", "好吗"), text.cer("你好", "好吗", scoring="wenet")
+    assert (avcot.substitutions, avcot.deletions, avcot.insertions, avcot.hits) == (2, 0, 0, 0)
+    assert (wenet.substitutions, wenet.deletions, wenet.insertions, wenet.hits) == (0, 1, 1, 1)
+    assert text.align("你好", "好吗", scoring="wenet") == [("你", "", "del"), ("好", "好", "equal"), ("", "吗", "ins")]
+
+
+def test_align_tokens_with_an_empty_side() -> None:
+    assert text.align_tokens([], ["a", "b"]) == [("", "a", "ins"), ("", "b", "ins")]
+    assert text.align_tokens(("a",), []) == [("a", "", "del")]
+    assert text.align_tokens(["x", "b"], ["a", "b"]) == [("x", "a", "sub"), ("b", "b", "equal")]
+
+
+def test_scoring_defaults_are_avcot_without_t2s() -> None:
+    assert text.scored_tokens("們好") == text.tokenize_zh("們好") == ["們", "好"]  # no t2s unless asked
+    assert text.cer("们", "們").cer == 1.0 and text.cer("们", "們", t2s=True).cer == 0.0
+    assert text.align("们", "們") == [("们", "們", "sub")]
+    assert text.corpus_cer(["们"], ["們"]).errors == 1 and text.corpus_cer(["们"], ["們"], t2s=True).errors == 0
