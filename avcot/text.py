@@ -316,9 +316,8 @@ def scored_tokens(s: str, *, scoring: Scoring = "avcot", t2s: bool = False) -> l
 
 
 def _ops(ref_tokens: list[str], hyp_tokens: list[str]) -> list[tuple[str, str, Op]]:
-    """Token alignment via jiwer, expanded to one (ref, hyp, op) row per token."""
-    if not ref_tokens or not hyp_tokens:
-        return [(r, "", "del") for r in ref_tokens] + [("", h, "ins") for h in hyp_tokens]
+    """Token alignment via jiwer, expanded to one (ref, hyp, op) row per token (jiwer 4 aligns an empty side
+    as all deletions / insertions, so no special case)."""
     out = jiwer.process_words(" ".join(ref_tokens), " ".join(hyp_tokens))
     rows: list[tuple[str, str, Op]] = []
     for chunk in out.alignments[0]:

@@ -127,6 +127,7 @@ def test_the_two_scorings_align_a_shifted_pair_differently() -> None:
 def test_align_tokens_with_an_empty_side() -> None:
     assert text.align_tokens([], ["a", "b"]) == [("", "a", "ins"), ("", "b", "ins")]
     assert text.align_tokens(("a",), []) == [("a", "", "del")]
+    assert text.align_tokens([], []) == [] and text.cer("", "").errors == 0
     assert text.align_tokens(["x", "b"], ["a", "b"]) == [("x", "a", "sub"), ("b", "b", "equal")]
 
 
