@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -154,7 +155,8 @@ class SFTModule(L.LightningModule):
             lm_checkpointing: Activation checkpointing on the language-model decoder layers only (the frozen
                 towers run under no_grad, never checkpointed).
             encoder_cache_dir: Directory of an on-disk cache of frozen audio/vision tower outputs keyed by media
-                hash + tower fingerprint, reused across epochs; None disables it.
+                hash + tower fingerprint, reused across epochs; None disables it. A relative path is taken
+                under the trainer's default_root_dir, so the cache moves with the run's other outputs.
             train_towers: Train the audio and vision towers too (finetune "full" only). Exists for random-init
                 models (base "tiny", e.g. bench/learn_cavsr.py): towers never pretrained cannot learn to hear or
                 read while frozen. Both papers freeze their pretrained towers: leave it off for real checkpoints.
@@ -210,7 +212,7 @@ class SFTModule(L.LightningModule):
         if hp.encoder_cache_dir:
             from avcot.thinker.encoder_cache import EncoderCache
 
-            self.encoder_cache = EncoderCache(hp.encoder_cache_dir, model)
+            self.encoder_cache = EncoderCache(self._run_path(hp.encoder_cache_dir), model)
         if sharded:
             if hp.cpu_offload:
                 _refuse_offload_backend(self.device_mesh.device_type)
@@ -238,6 +240,13 @@ class SFTModule(L.LightningModule):
 
     def forward(self, batch: Batch):
         return self.model(**model_inputs(batch.inputs))
+
+    def _run_path(self, path: str) -> Path:
+        """`path`, or `<default_root_dir>/path` when it is relative and a trainer is attached."""
+        p = Path(path).expanduser()
+        if p.is_absolute() or self._trainer is None:
+            return p
+        return Path(self._trainer.default_root_dir) / p
 
     def _loss(self, batch: Batch, split: str):
         loss = self._compute_loss(batch)
@@ -296,8 +305,8 @@ class SFTModule(L.LightningModule):
         """Greedy generation for a left-padded batch without targets -> one `Generation` per row."""
         if batch is None:
             return GenerationBatch(())
-        from avcot.rollout import generate_texts
         from avcot.processor import load_processor
+        from avcot.rollout import generate_texts
         from avcot.traces import extract_transcription
 
         if getattr(self, "_processor", None) is None:

@@ -47,15 +47,15 @@ def test_fit_and_predict_write_everything_under_default_root_dir(tmp_path):
     root = cwd / "elsewhere"
     ckdir = root / "checkpoints"
     assert len(list(ckdir.glob("*.ckpt"))) == 1
-    assert (ckdir / "adapter-last" / "adapter_model.safetensors").is_file()
-    assert (ckdir / "training_settings.json").is_file()
+    assert (ckdir / "model-last" / "model.safetensors").is_file()  # tiny.yaml is full fine-tuning
+    assert (ckdir / "training_settings.json").is_file() and (root / "eval" / "report.md").is_file()  # FinalEval
     assert (root / "version_0" / "metrics.csv").is_file() and (root / "version_0" / "config.yaml").is_file()
     assert "line 5" in (root / "version_0" / "rejects.jsonl").read_text(encoding="utf-8")
     assert sorted(p.name for p in cwd.iterdir()) == ["elsewhere"]  # no runs/, no lightning_logs/
     for noise in NOISE:
         assert noise not in fit.stderr, noise
 
-    pred = subprocess.run(_cli("predict", *common, "--model.init_args.adapter", str(ckdir / "adapter-last"),
+    pred = subprocess.run(_cli("predict", *common, "--model.init_args.base", str(ckdir / "model-last"),
                                "--model.init_args.max_new_tokens", "2", "--trainer.limit_predict_batches", "1"),
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert pred.returncode == 0, pred.stderr[-3000:]

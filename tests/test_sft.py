@@ -148,14 +148,15 @@ def test_module_without_lora_refuses_to_train():
 def test_encoder_cache_leaves_the_datamodule_as_configured(tmp_path):
     """The module no longer switches the DataModule's media hashing on: without `hash_media` the keys are
     hashed in the step, and the cache still computes each clip once and reads it back in the next epoch."""
-    module = SFTModule(lora=LoraSettings(dropout=0.0), encoder_cache_dir=str(tmp_path / "cache"))
+    module = SFTModule(lora=LoraSettings(dropout=0.0), encoder_cache_dir="cache")  # relative: under the run
     manifest = write_traced_manifest(tmp_path / "m.jsonl", 2)
     dm = CavsrDataModule(train_manifest=str(manifest), batch_size=2, val_fraction=0.0, num_frames=2, frame_size=56,
                          rejects_path=str(tmp_path / "rejects.jsonl"))
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", default_root_dir=str(tmp_path), logger=False,
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", default_root_dir=str(tmp_path / "run"), logger=False,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                         limit_val_batches=0)
     trainer.fit(module, dm)
     assert dm.hash_media is False and dm.hparams.hash_media is False
     stats = module.encoder_cache.stats
     assert (stats.misses, stats.hits) == (4, 4)  # 2 clips x (audio + video): computed once, then read back
+    assert module.encoder_cache.root.parent == tmp_path / "run" / "cache"  # <default_root_dir>/cache/<fingerprint>
