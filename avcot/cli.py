@@ -15,6 +15,8 @@ Where a run writes: everything under `trainer.default_root_dir` (configs set onl
                                hparams.yaml, rejects.jsonl: one folder per run, so a resumed run keeps the
                                earlier run's logs
     DIR/predictions.jsonl      `predict` output (unless `predictions.output_path` names another file)
+    DIR/eval/                  the end-of-fit eval report (the `FinalEval` callback, configs/tiny.yaml)
+    DIR/<encoder_cache_dir>    the SFT encoder cache when its path is relative (configs/tiny.yaml: encoder_cache/)
 
 The logger's `save_dir` is linked to `default_root_dir` (a `save_dir` given in a config is replaced), and a
 ModelCheckpoint without `dirpath` (Lightning's default one too) writes to `DIR/checkpoints`: a fixed path

@@ -119,7 +119,7 @@ def generate_set(settings: BenchSettings, name: str, seed: int, renders: int) ->
         if not specs:
             raise ValueError(f"--pairs {settings.pairs!r} names no homophone pair of avcot.synth.PAIRS")
     manifest = write_clips(specs, data_dir, size=(224, 224), workers=settings.workers, progress=True)
-    rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = read_rows(manifest)
     for r in rows:
         r["video"], r["audio"] = str(data_dir / r["video"]), str(data_dir / r["audio"])
     return rows
@@ -161,6 +161,11 @@ def split(rows: list[dict], settings: BenchSettings) -> tuple[list[dict], list[d
 
     column = {"content": "content", "sentence": "sentence_id", "context": "context"}[settings.split]
     return split_rows(rows, settings.test_fraction, settings.seed, column)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a JSONL manifest this script wrote (blank lines skipped)."""
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def write_manifest(rows: list[dict], path: Path) -> Path:
@@ -330,8 +335,7 @@ def reuse_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[di
     missing = [p for p in (out / "train.jsonl", out / "test.jsonl") if not p.is_file()]
     if missing:
         raise SystemExit(f"--stage train reuses {', '.join(map(str, missing))}: run --stage data first")
-    train_rows, test_rows = ([json.loads(x) for x in (out / name).read_text(encoding="utf-8").splitlines() if x.strip()]
-                             for name in ("train.jsonl", "test.jsonl"))
+    train_rows, test_rows = read_rows(out / "train.jsonl"), read_rows(out / "test.jsonl")
     rows = train_rows if settings.split == "render" else train_rows + test_rows
     print(f"clips: reusing {len(train_rows)} train, {len(test_rows)} test from {out}", flush=True)
     return rows, train_rows, test_rows
