@@ -43,7 +43,6 @@ TABLE = [
 ]
 
 
-parsed = parsed_config
 
 
 def effective_batch(cfg: dict) -> int:
@@ -80,7 +79,7 @@ FIELDS = {
 
 @pytest.mark.parametrize(("name", "paper"), TABLE, ids=[n for n, _ in TABLE])
 def test_config_holds_the_papers_numbers(name, paper):
-    cfg = parsed(name)
+    cfg = parsed_config(name)
     got = {key: FIELDS[key](cfg) for key in paper}
     drift = {key: (got[key], want) for key, want in paper.items() if got[key] != want}
     assert not drift, f"configs/{name}.yaml departs from the paper (config, paper): {drift}"
@@ -90,7 +89,7 @@ def test_config_holds_the_papers_numbers(name, paper):
 def test_fsdp2_mesh_covers_every_process(name):
     """ModelParallelStrategy needs data_parallel_size x tensor_parallel_size = world size ('auto' data
     parallelism is the node count, which is wrong on a multi-GPU node)."""
-    cfg = parsed(name)
+    cfg = parsed_config(name)
     t = cfg["trainer"]
     mesh = t["strategy"]["init_args"]
     assert t["strategy"]["class_path"].endswith("ModelParallelStrategy")
@@ -104,4 +103,4 @@ def test_header_starts_with_the_command_and_states_the_batch(name):
     assert lines[0] == f"# python -m avcot.cli fit --config configs/{name}.yaml"
     if "effective_batch" in dict(TABLE)[name]:
         header = " ".join(line for line in lines if line.startswith("#"))
-        assert str(effective_batch(parsed(name))) in header
+        assert str(effective_batch(parsed_config(name))) in header

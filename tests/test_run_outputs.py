@@ -27,7 +27,6 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "avcot.cli", *args]
 
 
-parsed = parsed_config
 
 
 @pytest.mark.slow  # two tiny CLI runs in subprocesses: ~40-120 s on 2 shared cores
@@ -76,7 +75,7 @@ def test_logger_and_checkpoints_follow_default_root_dir_without_running(tmp_path
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
 def test_configs_name_only_default_root_dir(name):
     """No config pins a logger save_dir, a checkpoint dirpath or a prediction path: default_root_dir moves them."""
-    cfg = parsed(name)
+    cfg = parsed_config(name)
     trainer = cfg["trainer"]
     assert trainer["default_root_dir"].startswith("runs/")
     assert "save_dir" not in trainer["logger"]["init_args"]  # a link target: print_config leaves it out
@@ -91,7 +90,7 @@ def test_gpu_configs_log_to_tensorboard(name, tmp_path):
     """Each GPU config's logger is TensorBoard, and it instantiates and writes event files."""
     import importlib
 
-    spec = parsed(name)["trainer"]["logger"]
+    spec = parsed_config(name)["trainer"]["logger"]
     module, _, cls = spec["class_path"].rpartition(".")
     assert cls == "TensorBoardLogger"
     logger = getattr(importlib.import_module(module), cls)(**{**spec["init_args"], "save_dir": str(tmp_path)})
@@ -102,19 +101,19 @@ def test_gpu_configs_log_to_tensorboard(name, tmp_path):
 
 @pytest.mark.parametrize("name", TINY_CONFIGS)
 def test_tiny_configs_keep_the_csv_logger(name):
-    assert parsed(name)["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
+    assert parsed_config(name)["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
 
 
 def test_tiny_config_shows_a_progress_bar():
-    assert parsed("tiny")["trainer"]["enable_progress_bar"] is True
+    assert parsed_config("tiny")["trainer"]["enable_progress_bar"] is True
 
 
 def test_start_paths_of_later_stages_are_what_earlier_stages_write():
     """A GRPO config's adapter/base under runs/ is `<default_root_dir of its SFT config>/checkpoints/...-last`."""
-    roots = {parsed(n)["trainer"]["default_root_dir"] for n in GPU_CONFIGS}
+    roots = {parsed_config(n)["trainer"]["default_root_dir"] for n in GPU_CONFIGS}
     starts = []
     for name in GPU_CONFIGS:
-        init = parsed(name)["model"]["init_args"]
+        init = parsed_config(name)["model"]["init_args"]
         starts += [p for p in (init.get("adapter"), init.get("base")) if p and p.startswith("runs/")]
     assert starts, "no config starts from another's output"
     for path in starts:
