@@ -204,6 +204,28 @@ def test_rapidocr_reads_rendered_text():
     assert 20 <= x0 < x1 <= 160 and 80 <= y0 < y1 <= 150
 
 
+def test_rapidocr_reads_each_distinct_frame_once_and_keeps_the_frame_index():
+    ocr = RoleFactory(PipelineConfig()).get("ocr")
+    calls = []
+
+    def engine(frame):
+        calls.append(int(frame[0, 0, 0]))
+        return [[[[1, 2], [9, 2], [9, 8], [1, 8]], f"t{frame[0, 0, 0]}", 0.9]], 0.01
+
+    ocr._engine = engine
+    a, b = np.zeros((1, 8, 8, 3), np.uint8), np.full((1, 8, 8, 3), 7, np.uint8)
+    clip = np.concatenate([a, b, a])  # frames 0 and 2 are the same picture
+    assert [(x.text, x.frame) for x in ocr.read(clip)] == [("t0", 0), ("t7", 1), ("t0", 2)]
+    assert [x.text for x in ocr.read(b)] == ["t7"]  # another question about the same clip
+    assert calls == [0, 7]
+    ocr.read(np.full((1, 8, 9, 3), 7, np.uint8))  # same bytes per pixel, another shape: read
+    assert calls == [0, 7, 7]
+    ocr.CACHE_FRAMES = 1
+    ocr.read(np.full((1, 8, 8, 3), 5, np.uint8))  # evicts the older frames
+    ocr.read(a)
+    assert calls == [0, 7, 7, 5, 0]
+
+
 def test_export_schema_is_stable_for_empty_runs(tmp_path):
     from avcot.pipeline.cavsr import export_cavsr
 

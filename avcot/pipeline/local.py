@@ -8,8 +8,10 @@ image processor (AutoProcessor + AutoModelForImageTextToText).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from avcot.records import OcrBox
 
 
 class RapidOcr:
-    """OcrBackend over rapidocr-onnxruntime; one call per frame, boxes tagged with the frame index."""
+    """OcrBackend over rapidocr-onnxruntime; one call per distinct frame, boxes tagged with the frame index."""
+
+    CACHE_FRAMES = 256
 
     def __init__(self, min_score: float = 0.5) -> None:
         try:
@@ -30,6 +34,8 @@ class RapidOcr:
             raise BackendError("ocr kind 'rapidocr' needs the rapidocr-onnxruntime package") from exc
         self._engine = RapidOCR()
         self._lock = threading.Lock()  # one onnxruntime session; serialise calls from worker threads
+        # AVRT sets ask several questions of one clip: the same frames come back, so results are kept per frame.
+        self._seen: OrderedDict[bytes, list] = OrderedDict()
         self.min_score = min_score
         version = getattr(rapidocr_onnxruntime, "__version__", "1")
         self.identity = f"rapidocr:{version}:min_score={min_score}"
@@ -40,14 +46,26 @@ class RapidOcr:
             raise ValueError(f"RapidOcr.read expects uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
         boxes: list[OcrBox] = []
         for t, frame in enumerate(frames):
-            with self._lock:
-                result, _ = self._engine(np.ascontiguousarray(frame))
-            for points, text, score in result or []:
+            for points, text, score in self._frame_result(frame):
                 xs, ys = [p[0] for p in points], [p[1] for p in points]
                 if float(score) >= self.min_score and text.strip():
                     boxes.append(OcrBox(text=text.strip(), box=(min(xs), min(ys), max(xs), max(ys)),
                                         frame=t, score=float(score)))
         return boxes
+
+    def _frame_result(self, frame: np.ndarray) -> list:
+        """The engine's raw result for one frame; a frame seen among the last `CACHE_FRAMES` is not read again."""
+        key = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16,
+                              person=str(frame.shape).encode()[:16]).digest()
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return self._seen[key]
+            result, _ = self._engine(np.ascontiguousarray(frame))
+            self._seen[key] = result = list(result or [])
+            if len(self._seen) > self.CACHE_FRAMES:
+                self._seen.popitem(last=False)
+        return result
 
 
 class FasterWhisperAsr:
