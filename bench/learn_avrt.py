@@ -17,7 +17,7 @@ answers audio-visual questions better with both streams (AV) than with either al
    - `said` "what word is spoken?" (needs the audio; a mismatched clip's shown word is a distractor),
    - `shown` "what word is on the sign?" (needs the video; a mismatched clip's spoken word is a distractor),
    - `both` "which (spoken, shown) pair?" (options: the right pair, right-spoken/wrong-shown,
-     wrong-spoken/right-shown, both wrong: needs both streams; either alone gives at most 50%).
+     wrong-spoken/right-shown, both wrong: needs both streams; either alone leaves two candidates).
    Options (`--options`): `slotted` (default) puts every word at a fixed letter (its place in the word table, mod
    4; a (said, shown) option at the sum of the two, mod 4), so the letter follows from the words perceived;
    `shuffled` is the usual shuffled list, where the student must also find, in the prompt, the letter of the
