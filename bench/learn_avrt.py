@@ -69,6 +69,8 @@ QUESTIONS = {"said": "说话人说的是哪个词？", "shown": "画面上的标
 NEEDS = {"said": "a", "shown": "v", "both": "av"}
 """The streams each question kind needs (the McqItem's `modality`)."""
 KINDS = tuple(QUESTIONS)
+SLOTTED_MIN_PAIRS = 6
+"""With 6 pairs every (said, shown) combination fills all four slots (checked over every 6-pair subset)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,9 @@ def clip_specs(settings: BenchSettings, seed: int, renders: int) -> list[tuple[o
     from avcot.synth import all_contents
 
     table = word_table(settings.pairs)
+    if settings.options == "slotted" and len(table) < 2 * SLOTTED_MIN_PAIRS:
+        raise ValueError(f"--options slotted needs at least {SLOTTED_MIN_PAIRS} pairs (fewer leave some letter with no "
+                         f"word of a third pair), got {len(table) // 2}: add pairs or use --options shuffled")
     content_rng = random.Random(f"avrt-contents-{settings.seed}")
     shown_by_sentence: dict[tuple[str, str], list[tuple[str, int]]] = {}
     out = []

@@ -18,6 +18,7 @@ sys.modules["learn_avrt"] = learn  # dataclasses look their module up here
 SPEC.loader.exec_module(learn)
 
 FOUR = "gongshi,shichang,fayan,yueju"
+SIX = "shiyan,qizhong,gongshi,quanli,fayan,yueju"
 
 
 def _pair_of(word: str) -> str:
@@ -40,11 +41,11 @@ def test_clip_specs_show_each_sentence_with_its_word_and_with_words_of_other_pai
 
 
 def test_contents_follow_the_content_seed_and_renderings_the_render_seed():
-    settings = learn.BenchSettings(out="", pairs=FOUR)
+    settings = learn.BenchSettings(out="", pairs=SIX)
     train, test = learn.clip_specs(settings, 0, 1), learn.clip_specs(settings, 1000, 1)
     assert [(s.text, shown) for s, shown in train] == [(s.text, shown) for s, shown in test]
     assert [s.variation for s, _ in train] != [s.variation for s, _ in test]
-    other = learn.clip_specs(learn.BenchSettings(out="", pairs=FOUR, seed=5), 0, 1)
+    other = learn.clip_specs(learn.BenchSettings(out="", pairs=SIX, seed=5), 0, 1)
     assert [shown for _, shown in other] != [shown for _, shown in train]
 
 
@@ -93,6 +94,20 @@ def test_slotted_options_put_every_word_at_its_own_letter(seed):
         assert both.options[LETTERS.index(both.answer)] == learn.pair_option(said, shown)
         assert sum(f"说：{said}；" in o for o in both.options) == 2
         assert sum(o.endswith(f"画面：{shown}") for o in both.options) == 2
+
+
+def test_six_pairs_fill_every_slot_and_fewer_are_refused_before_rendering():
+    table = learn.word_table(SIX)
+    words = [learn._pair(k).words[w] for k, w in table]
+    for said in words:
+        for shown in words:
+            if said == shown or (learn._word_pair(said) != learn._word_pair(shown)
+                                 and learn.slot(said, words) != learn.slot(shown, words)):
+                items = learn.clip_items("x", said, shown, ("v", "a"), table, random.Random(0), slotted=True)
+                assert len(items) == 3
+    with pytest.raises(ValueError, match="at least 6 pairs"):
+        learn.clip_specs(learn.BenchSettings(out="", pairs=FOUR), 0, 1)
+    assert learn.clip_specs(learn.BenchSettings(out="", pairs=FOUR, options="shuffled"), 0, 1)
 
 
 def test_slotted_options_refuse_two_words_of_one_slot():
@@ -176,15 +191,15 @@ def test_help_lists_every_number_with_its_default(capsys):
         assert flag in text and f"(default: {getattr(learn.BenchSettings(out=''), name)})" in text, flag
 
 
-@pytest.mark.slow  # synthesises 48 clips, runs the offline pipeline, 2 SFT + 2 GRPO steps through avcot.cli, 6 evals
+@pytest.mark.slow  # synthesises 96 clips, runs the offline pipeline, 2 SFT + 2 GRPO steps through avcot.cli, 6 evals
 def test_benchmark_runs_pipeline_sft_grpo_and_reports_every_model_and_condition(tmp_path):
     import json
 
-    settings = learn.BenchSettings(out=str(tmp_path), pairs=FOUR, renders=1, mismatches=1, sft_steps=2,
+    settings = learn.BenchSettings(out=str(tmp_path), pairs=SIX, renders=1, mismatches=1, sft_steps=2,
                                    grpo_steps=2, warmup=1, batch_size=4, grpo_prompts=2, max_new_tokens=8,
                                    workers=2)
     summary = learn.run(settings)
-    assert summary["items"] == summary["test_items"] == 4 * 2 * 2 * 2 * 3  # sentences x (1+1) shown x 3 kinds
+    assert summary["items"] == summary["test_items"] == 6 * 2 * 2 * 2 * 3  # sentences x (1+1) shown x 3 kinds
     assert 0 < summary["sft_items"] < summary["items"]  # only the items both teachers got right
     sft = [json.loads(x) for x in (tmp_path / "pipeline_train" / "sft.jsonl").read_text("utf-8").splitlines()]
     assert all(learn.is_matched(r["id"]) and r["trace"].endswith(f"<answer>{r['answer']}</answer>") for r in sft)
