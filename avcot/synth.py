@@ -128,7 +128,8 @@ def manifest_row(spec: SentenceSpec, video: str, audio: str, duration_s: float) 
             "duration_s": round(duration_s, 3)}
 
 
-def _options(correct: str, others: list[str], rng: random.Random) -> tuple[tuple[str, ...], str]:
+def shuffled_options(correct: str, others: list[str], rng: random.Random) -> tuple[tuple[str, ...], str]:
+    """(options, answer letter): `correct` and `others` in an order shuffled by rng."""
     opts = [correct, *others]
     rng.shuffle(opts)
     return tuple(opts), LETTERS[opts.index(correct)]
@@ -157,17 +158,17 @@ def make_mcq(specs: list[SentenceSpec], paths: dict[str, tuple[str, str]], seed:
             question = "画面展示的是哪种场景？"
             other_legend = next(s.legend for p in PAIRS if p.key == spec.pair_key for s in p.scenes
                                 if s != spec.scene)
-            opts, ans = _options(spec.scene.legend, [other_legend, *_distractors(spec, 2, rng, "legend")], rng)
+            opts, ans = shuffled_options(spec.scene.legend, [other_legend, *_distractors(spec, 2, rng, "legend")], rng)
         else:
             question = "画面中的标志写的是哪个词？" if spec.cue == "background" else "字幕中出现的是哪个词？"
             shown, other = ((spec.competitor, spec.target) if spec.cue == "conflict"
                             else (spec.target, spec.competitor))
-            opts, ans = _options(shown, [other, *_distractors(spec, 2, rng)], rng)
+            opts, ans = shuffled_options(shown, [other, *_distractors(spec, 2, rng)], rng)
         items.append(McqItem(f"{spec.id}-v", question, opts, ans, video=video, modality="v"))
-        opts, ans = _options(spec.target, _distractors(spec, 3, rng), rng)
+        opts, ans = shuffled_options(spec.target, _distractors(spec, 3, rng), rng)
         items.append(McqItem(f"{spec.id}-a", "说话人说的是哪个词？", opts, ans, audio=audio, modality="a"))
         if spec.cue != "conflict":
-            opts, ans = _options(spec.target, [spec.competitor, *_distractors(spec, 2, rng)], rng)
+            opts, ans = shuffled_options(spec.target, [spec.competitor, *_distractors(spec, 2, rng)], rng)
             items.append(McqItem(f"{spec.id}-av", "结合画面和声音，说话人说的是哪个词？", opts, ans,
                                  video=video, modality="av"))
     return items
@@ -179,6 +180,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def write_mcq(items: list[McqItem], path: Path) -> Path:
+    """McqItems as a JSONL manifest (one object per item, options as a list)."""
+    _write_jsonl(path, [{**asdict(it), "options": list(it.options)} for it in items])
+    return path
+
+
 def generate(out_dir: Path, n: int, seed: int, *, mcq: bool = False, size: tuple[int, int] = (224, 224),
              fps: float = 2.0, min_seconds: float = 0.0, speed: int = 140, progress: bool = True) -> Path:
     """Write N clips (wav + mp4) and manifest.jsonl (+ mcq.jsonl) under out_dir; returns the manifest path."""
@@ -188,7 +195,7 @@ def generate(out_dir: Path, n: int, seed: int, *, mcq: bool = False, size: tuple
     if mcq:
         paths = {spec.id: (f"clips/{spec.id}.mp4", f"clips/{spec.id}.wav") for spec in specs}
         items = make_mcq(specs, paths, seed)
-        _write_jsonl(out_dir / "mcq.jsonl", [{**asdict(it), "options": list(it.options)} for it in items])
+        write_mcq(items, out_dir / "mcq.jsonl")
     return manifest
 
 

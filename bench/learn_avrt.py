@@ -141,13 +141,18 @@ def shown_words(spoken: tuple[str, int], table: list[tuple[str, int]], mismatche
                 rng: random.Random, slotted: bool = False) -> list[tuple[str, int]]:
     """The spoken word itself, then `mismatches` words of other pairs (drawn by rng, without repeats); with
     `slotted`, only words whose letter slot differs from the spoken word's (both must fit one option list)."""
-    words = [_pair(k).words[w] for k, w in table]
+    words = table_words(table)
     spoken_slot = slot(_pair(spoken[0]).words[spoken[1]], words)
     others = [w for w in table if w[0] != spoken[0]
               and not (slotted and slot(_pair(w[0]).words[w[1]], words) == spoken_slot)]
     if mismatches > len(others):
         raise ValueError(f"--mismatches {mismatches} > the {len(others)} words of other pairs that can be shown")
     return [spoken, *rng.sample(others, mismatches)]
+
+
+def table_words(table: list[tuple[str, int]]) -> list[str]:
+    """The words of a `word_table`, in its order (the order `slot` counts in)."""
+    return [_pair(k).words[w] for k, w in table]
 
 
 def slot(word: str, words: list[str]) -> int:
@@ -186,14 +191,6 @@ def clip_specs(settings: BenchSettings, seed: int, renders: int) -> list[tuple[o
     return out
 
 
-def _options(right: str, others: list[str], rng: random.Random) -> tuple[tuple[str, ...], str]:
-    from avcot.records import LETTERS
-
-    opts = [right, *others]
-    rng.shuffle(opts)
-    return tuple(opts), LETTERS[opts.index(right)]
-
-
 def pair_option(said: str, shown: str) -> str:
     """The option text of a `both` question."""
     return f"说：{said}；画面：{shown}"
@@ -212,9 +209,10 @@ def clip_items(clip_id: str, said: str, shown: str, media: tuple[str, str], tabl
     from avcot.records import McqItem
 
     busy = {_word_pair(said), _word_pair(shown)}
-    pool = sorted(_pair(k).words[w] for k, w in table if k not in busy)
+    words = table_words(table)
+    pool = sorted(w for w in words if _word_pair(w) not in busy)
     build = _slotted_options if slotted else _shuffled_options
-    kinds = build(said, shown, pool, [_pair(k).words[w] for k, w in table], rng)
+    kinds = build(said, shown, pool, words, rng)
     return [McqItem(id=f"{clip_id}-{kind}", question=QUESTIONS[kind], options=opts, answer=ans,
                     video=media[0], audio=media[1], modality=NEEDS[kind])
             for kind, (opts, ans) in zip(KINDS, kinds)]
@@ -222,12 +220,14 @@ def clip_items(clip_id: str, said: str, shown: str, media: tuple[str, str], tabl
 
 def _shuffled_options(said: str, shown: str, pool: list[str], _words: list[str], rng: random.Random) -> list:
     """(options, answer) of the said, shown and both questions, each option list shuffled."""
+    from avcot.synth import shuffled_options
+
     spare = rng.sample(pool, 3)
     trap = shown != said
-    said_opts = _options(said, ([shown] if trap else []) + spare[: 3 - trap], rng)
-    shown_opts = _options(shown, ([said] if trap else []) + spare[::-1][: 3 - trap], rng)
+    said_opts = shuffled_options(said, ([shown] if trap else []) + spare[: 3 - trap], rng)
+    shown_opts = shuffled_options(shown, ([said] if trap else []) + spare[::-1][: 3 - trap], rng)
     s2, v2 = spare[0], spare[1]
-    both_opts = _options(pair_option(said, shown),
+    both_opts = shuffled_options(pair_option(said, shown),
                          [pair_option(said, v2), pair_option(s2, shown), pair_option(s2, v2)], rng)
     return [said_opts, shown_opts, both_opts]
 
@@ -280,16 +280,9 @@ def is_matched(item_id: str) -> bool:
     return parts[5] == f"v{parts[2]}{parts[4][1:]}"
 
 
-def write_items(items: list, path: Path) -> Path:
-    """McqItems as a JSONL manifest (options as lists)."""
-    path.write_text("".join(json.dumps({**asdict(it), "options": list(it.options)}, ensure_ascii=False) + "\n"
-                            for it in items), encoding="utf-8")
-    return path
-
-
 def generate_set(settings: BenchSettings, name: str, seed: int, renders: int) -> Path:
     """Render one clip set into OUT/<name> (clips/, manifest.jsonl) and write its questions to OUT/<name>/mcq.jsonl."""
-    from avcot.synth import write_clips
+    from avcot.synth import write_clips, write_mcq
 
     data_dir = Path(settings.out) / name
     planned = clip_specs(settings, seed, renders)
@@ -298,7 +291,7 @@ def generate_set(settings: BenchSettings, name: str, seed: int, renders: int) ->
     items = [it for spec, shown in planned
              for it in clip_items(spec.id, spec.target, shown, (f"clips/{spec.id}.mp4", f"clips/{spec.id}.wav"),
                                   table, rng, settings.options == "slotted")]
-    return write_items(items, data_dir / "mcq.jsonl")
+    return write_mcq(items, data_dir / "mcq.jsonl")
 
 
 def pipeline_config(settings: BenchSettings, transcripts: Path):

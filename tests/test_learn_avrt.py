@@ -98,7 +98,7 @@ def test_slotted_options_put_every_word_at_its_own_letter(seed):
 
 def test_six_pairs_fill_every_slot_and_fewer_are_refused_before_rendering():
     table = learn.word_table(SIX)
-    words = [learn._pair(k).words[w] for k, w in table]
+    words = learn.table_words(table)
     for said in words:
         for shown in words:
             if said == shown or (learn._word_pair(said) != learn._word_pair(shown)

@@ -43,8 +43,6 @@ TABLE = [
 ]
 
 
-
-
 def effective_batch(cfg: dict) -> int:
     """Per-device batch x accumulation x devices x nodes (devices must be a number, not 'auto')."""
     t = cfg["trainer"]

@@ -27,8 +27,6 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "avcot.cli", *args]
 
 
-
-
 @pytest.mark.slow  # two tiny CLI runs in subprocesses: ~40-120 s on 2 shared cores
 def test_fit_and_predict_write_everything_under_default_root_dir(tmp_path):
     """Only --trainer.default_root_dir is given: logs, rejects, checkpoints, adapters, training settings and

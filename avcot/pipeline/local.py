@@ -55,13 +55,13 @@ class RapidOcr:
 
     def _frame_result(self, frame: np.ndarray) -> list:
         """The engine's raw result for one frame; a frame seen among the last `CACHE_FRAMES` is not read again."""
-        key = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16,
-                              person=str(frame.shape).encode()[:16]).digest()
+        frame = np.ascontiguousarray(frame)
+        key = hashlib.blake2b(frame.tobytes(), digest_size=16, person=str(frame.shape).encode()[:16]).digest()
         with self._lock:
             if key in self._seen:
                 self._seen.move_to_end(key)
                 return self._seen[key]
-            result, _ = self._engine(np.ascontiguousarray(frame))
+            result, _ = self._engine(frame)
             self._seen[key] = result = list(result or [])
             if len(self._seen) > self.CACHE_FRAMES:
                 self._seen.popitem(last=False)
