@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from avcot.text import cer, tokenize_zh
-from avcot.traces import extract_transcription, parse_answer
+from avcot.traces import extract_transcription, parse_answer, parse_avcot
 
 RewardFunc = Callable[..., list[float]]
 """``(completions, *, references, answers=None, **kw) -> list[float]``: one float per completion."""
@@ -129,6 +129,17 @@ def _format_ok(text: str) -> bool:
 def format_reward(completions: Sequence[Any], **kw: Any) -> list[float]:
     """1.0 iff the completion is exactly <think>…</think><answer>…</answer> (whitespace allowed)."""
     return [float(_format_ok(completion_text(c))) for c in completions]
+
+
+def avcot_format_reward(completions: Sequence[Any], **kw: Any) -> list[float]:
+    """1.0 iff the completion is a whole AV-CoT trace: visual cues, acoustic analysis, disambiguation reasoning
+    and a transcription, each non-empty (the CAVSR counterpart of `format_reward`, for transcription GRPO)."""
+    def whole(completion: Any) -> bool:
+        trace = parse_avcot(completion_text(completion))
+        return trace is not None and all(part.strip() for part in (trace.visual_cues, trace.acoustic_pinyin,
+                                                                    trace.reasoning))
+
+    return [float(whole(c)) for c in completions]
 
 
 def accuracy_reward(completions: Sequence[Any], answers: Sequence[str] | None = None, **kw: Any) -> list[float]:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import random
 import sys
@@ -63,6 +62,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
 from bench.learn_cavsr import parse_voices, read_rows  # noqa: E402  (after the sys.path line)
+from bench.stats import above  # noqa: E402
 
 QUESTIONS = {"said": "说话人说的是哪个词？", "shown": "画面上的标志写的是哪个词？",
              "both": "说话人说的词和画面上的词分别是哪个？"}
@@ -411,12 +411,6 @@ def summary_table(summary: dict) -> str:
     n = summary["accuracy"][next(iter(summary["accuracy"]))]["av"]
     counts = ", ".join(f"{g} {n[g]['n']}" for g in GROUPS if g in n)
     return "\n".join(lines + ["", f"Items per condition: {counts}.", "", *verdicts(summary["accuracy"])]) + "\n"
-
-
-def above(hi: dict, lo: dict) -> bool:
-    """Whether accuracy `hi` is above `lo` beyond noise: a one-sided two-proportion z-test at 5% ({n, acc} each)."""
-    var = hi["acc"] * (1 - hi["acc"]) / hi["n"] + lo["acc"] * (1 - lo["acc"]) / lo["n"]
-    return hi["acc"] - lo["acc"] > 1.645 * math.sqrt(var) if var > 0 else hi["acc"] > lo["acc"]
 
 
 def verdicts(accuracy: dict) -> list[str]:

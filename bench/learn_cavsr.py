@@ -56,7 +56,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
+from bench.learn_cavsr_grpo import (  # noqa: E402  (after the sys.path line)
+    GRPO_RUN, curve_line, grpo_args, grpo_verdict, latest_metrics, reward_curve)
+
 VISUAL_CUES = ("background", "subtitle", "scene")
+TEXT_CUES = ("background", "subtitle")  # the cues whose word is read, not recognised by colour and icon
 CUE_LABEL = {"background": "背景文字", "subtitle": "字幕", "scene": "场景"}
 
 
@@ -67,6 +71,9 @@ class BenchSettings:
     out: str
     renders: int = 6
     """Renderings of every content in the training set."""
+    text_renders: int = 0
+    """Extra training renderings (another seed) of the sign and subtitle contents only: more reading practice
+    for the one differing character, at the cost of espeak-ng/ffmpeg time and a larger epoch."""
     test_renders: int = 1
     """Fresh renderings (another seed) of every content in the test set (--split render)."""
     seed: int = 0
@@ -101,18 +108,28 @@ class BenchSettings:
     evaluate on the manifests an earlier 'data' run wrote)."""
     config: str = str(ROOT / "configs" / "learn_cavsr.yaml")
     """The training recipe run through avcot.cli (the flags above override its values)."""
+    grpo_steps: int = 0
+    """GRPO steps on top of the AV-CoT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
+    grpo_lr: float = 1e-3
+    grpo_prompts: int = 4
+    """Prompts per GRPO step (each sampled G = 4 times)."""
+    rl_renders: int = 1
+    """Fresh renderings (another seed) of every trained content for the GRPO rollouts (OUT/rl.jsonl)."""
+    grpo_config: str = str(ROOT / "configs" / "learn_cavsr_grpo.yaml")
+    """The GRPO recipe run through avcot.cli."""
 
     @property
     def targets(self) -> tuple[str, ...]:
         return ("avcot", "transcript") if self.target == "both" else (self.target,)
 
 
-def generate_set(settings: BenchSettings, name: str, seed: int, renders: int) -> list[dict]:
-    """Fresh synthetic clips (every visual-cue content x renders); rows with absolute media paths."""
+def generate_set(settings: BenchSettings, name: str, seed: int, renders: int,
+                 cues: tuple[str, ...] = VISUAL_CUES) -> list[dict]:
+    """Fresh synthetic clips (every content showing one of `cues` x renders); rows with absolute media paths."""
     from avcot.synth import all_contents, write_clips
 
     data_dir = Path(settings.out) / name
-    specs = all_contents(renders, seed, VISUAL_CUES, parse_voices(settings.voices))
+    specs = all_contents(renders, seed, cues, parse_voices(settings.voices))
     if settings.pairs:  # fewer clips (smoke tests, quick runs); ids keep the pair key after the seed
         keys = {k.strip() for k in settings.pairs.split(",") if k.strip()}
         specs = [s for s in specs if s.id.split("-")[2] in keys]
@@ -153,6 +170,12 @@ def avcot_trace(row: dict) -> str:
     reasoning = f"同音候选：{'、'.join(candidates)}。画面显示“{row['screen_text']}”，支持“{row['target']}”。"
     return render_avcot(AVCoTTrace(visual_cues=f"{CUE_LABEL[row['cue']]}：{row['screen_text']}",
                                    acoustic_pinyin=row["pinyin"], reasoning=reasoning, transcription=row["text"]))
+
+
+def of_trained_contents(extra: list[dict], train_rows: list[dict]) -> list[dict]:
+    """The extra renderings whose content is trained on (a held-out content stays held out)."""
+    trained = {r["content"] for r in train_rows}
+    return [r for r in extra if r["content"] in trained]
 
 
 def split(rows: list[dict], settings: BenchSettings) -> tuple[list[dict], list[dict]]:
@@ -232,7 +255,9 @@ def summary_table(summary: dict) -> str:
             per_cue = " / ".join(f"{o[c]['word']:.2f}" for c in cues if c in o)
             lines.append(f"| {target} | {cond} | {cer:.3f} | {o['all']['word']:.2f} | {o['all']['competitor']:.2f} | "
                          f"{o['all']['frame']:.2f} | {per_cue} |")
-    return "\n".join(lines + ["", cot_verdict(summary["runs"])]) + "\n"
+    grpo = summary["runs"].get(GRPO_RUN)
+    extra = ["", curve_line(grpo["reward_curve"]), "", grpo_verdict(summary["runs"])] if grpo else []
+    return "\n".join(lines + ["", cot_verdict(summary["runs"]), *extra]) + "\n"
 
 
 def cot_verdict(runs: dict) -> str:
@@ -276,39 +301,49 @@ def cli_args(settings: BenchSettings, target: str) -> list[str]:
             "--data.init_args.frame_size", str(settings.frame_size)]
 
 
-def train(settings: BenchSettings, target: str) -> tuple[Path, float]:
-    """Train one target through avcot.cli (in this process); (its model-last directory, seconds)."""
+def fit(args: list[str], written: Path) -> float:
+    """One `avcot.cli fit` run in this process; its seconds. RuntimeError if `written` is not there after it."""
     from avcot.cli import main as cli_main
 
     t0 = time.monotonic()
-    cli_main(cli_args(settings, target))
+    cli_main(args)
+    if not written.exists():
+        raise RuntimeError(f"avcot.cli {' '.join(args[:3])} wrote no {written}")
+    return round(time.monotonic() - t0, 1)
+
+
+def train(settings: BenchSettings, target: str) -> tuple[Path, float]:
+    """Train one target through avcot.cli (in this process); (its model-last directory, seconds)."""
     model_dir = Path(settings.out) / target / "checkpoints" / "model-last"
-    if not (model_dir / "config.json").is_file():
-        raise RuntimeError(f"training {target} wrote no {model_dir} (see {Path(settings.out) / target})")
-    return model_dir, round(time.monotonic() - t0, 1)
+    return model_dir, fit(cli_args(settings, target), model_dir / "config.json")
 
 
 def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, target: str, name: str,
-             ablations: tuple[str, ...]):
-    """The real eval path (python -m avcot.eval cavsr) on one trained model, into OUT/<target>/<name>."""
+             ablations: tuple[str, ...], adapter: Path | None = None):
+    """The real eval path (python -m avcot.eval cavsr) on one trained model (+ a LoRA adapter), into
+    OUT/<target>/<name>; the prompt is the trace's unless `target` is 'transcript'."""
     from avcot.eval.cavsr import CavsrEvalSettings, run_cavsr
     from avcot.eval.runner import ModelSpec
 
+    model = ModelSpec(ckpt=str(adapter), base=str(model_dir), device=settings.device) if adapter else \
+        ModelSpec(ckpt=str(model_dir), device=settings.device)
     return run_cavsr(CavsrEvalSettings(
-        data=str(manifest), out=str(Path(settings.out) / target / name), prompt=target,
-        model=ModelSpec(ckpt=str(model_dir), device=settings.device), ablations=ablations,
+        data=str(manifest), out=str(Path(settings.out) / target / name),
+        prompt="transcript" if target == "transcript" else "avcot", model=model, ablations=ablations,
         batch_size=8, max_new_tokens=settings.max_new_tokens, num_frames=settings.num_frames,
         frame_size=settings.frame_size, seed=settings.seed))
 
 
-def evaluate_all(model_dir: Path, settings: BenchSettings, target: str, test_rows: list[dict]) -> list:
+def evaluate_all(model_dir: Path, settings: BenchSettings, target: str, test_rows: list[dict],
+                 adapter: Path | None = None) -> list:
     """Predictions in all five conditions: true/black/random video, audio only, competitor video."""
     out = Path(settings.out)
     preds = list(evaluate(model_dir, out / "test.jsonl", settings, target, "eval",
-                          ("black", "random", "audio_only")).predictions)
+                          ("black", "random", "audio_only"), adapter).predictions)
     swapped, _ = competitor_video_rows(test_rows)
     if swapped:  # same model, true-video eval of the swapped manifest, renamed as its own condition
-        swap = evaluate(model_dir, out / "test_competitor_video.jsonl", settings, target, "eval_competitor_video", ())
+        swap = evaluate(model_dir, out / "test_competitor_video.jsonl", settings, target, "eval_competitor_video", (),
+                        adapter)
         preds += [replace(p, ablation="competitor_video") for p in swap.predictions]
     return preds
 
@@ -322,6 +357,12 @@ def make_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dic
         test_rows = usable_rows(generate_set(settings, "synth_test", settings.seed + 1000, settings.test_renders))
     else:
         train_rows, test_rows = split(rows, settings)
+    if settings.text_renders:  # another seed again: new variations of the text cues, never a test clip
+        extra = generate_set(settings, "synth_text", settings.seed + 2000, settings.text_renders, TEXT_CUES)
+        train_rows = train_rows + of_trained_contents(usable_rows(extra), train_rows)
+    if settings.grpo_steps:  # the GRPO rollouts' clips: a third seed, fresh pictures of trained contents
+        rl = usable_rows(generate_set(settings, "synth_rl", settings.seed + 3000, settings.rl_renders))
+        write_manifest(of_trained_contents(rl, train_rows), out / "rl.jsonl")
     write_manifest(train_rows, out / "train.jsonl")
     write_manifest(test_rows, out / "test.jsonl")
     write_manifest(competitor_video_rows(test_rows)[0], out / "test_competitor_video.jsonl")
@@ -332,7 +373,8 @@ def make_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dic
 def reuse_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dict]]:
     """OUT/train.jsonl and test.jsonl from an earlier `--stage data` run (same settings), as `make_data` returns."""
     out = Path(settings.out)
-    missing = [p for p in (out / "train.jsonl", out / "test.jsonl") if not p.is_file()]
+    wanted = (out / "train.jsonl", out / "test.jsonl") + ((out / "rl.jsonl",) if settings.grpo_steps else ())
+    missing = [p for p in wanted if not p.is_file()]
     if missing:
         raise SystemExit(f"--stage train reuses {', '.join(map(str, missing))}: run --stage data first")
     train_rows, test_rows = read_rows(out / "train.jsonl"), read_rows(out / "test.jsonl")
@@ -341,10 +383,27 @@ def reuse_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[di
     return rows, train_rows, test_rows
 
 
-def run(settings: BenchSettings) -> dict:
-    """Generate, train each target through the CLI, evaluate it; returns (and writes) results.json, summary.md."""
+def scored(preds: list, test_rows: list[dict]) -> dict:
+    """CER per condition and the outcome breakdown of one model's predictions."""
     from avcot.eval.metrics import cer_by_ablation
 
+    return {"cer": {s.name: s.cer for s in cer_by_ablation(preds)}, "outcomes": breakdown(preds, test_rows)}
+
+
+def grpo_stage(settings: BenchSettings, model_dir: Path, test_rows: list[dict]) -> dict:
+    """GRPO on OUT/rl.jsonl from the AV-CoT model, then the five conditions; its results.json entry."""
+    root = Path(settings.out) / "avcot_grpo"
+    adapter = root / "checkpoints" / "adapter-last"
+    seconds = fit(grpo_args(settings, model_dir), adapter)
+    preds = evaluate_all(model_dir, settings, "avcot_grpo", test_rows, adapter)
+    return {"model": str(adapter), "train_seconds": seconds, **scored(preds, test_rows),
+            "reward_curve": reward_curve(latest_metrics(root))}
+
+
+def run(settings: BenchSettings) -> dict:
+    """Generate, train each target through the CLI, evaluate it; returns (and writes) results.json, summary.md."""
+    if settings.grpo_steps and "avcot" not in settings.targets:
+        raise SystemExit("--grpo-steps trains on top of the AV-CoT model: use --target avcot or both")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     t0 = time.monotonic()
@@ -355,8 +414,9 @@ def run(settings: BenchSettings) -> dict:
     for target in settings.targets:
         model_dir, train_s = train(settings, target)
         preds = evaluate_all(model_dir, settings, target, test_rows)
-        runs[target] = {"model": str(model_dir), "train_seconds": train_s,
-                        "cer": {s.name: s.cer for s in cer_by_ablation(preds)}, "outcomes": breakdown(preds, test_rows)}
+        runs[target] = {"model": str(model_dir), "train_seconds": train_s, **scored(preds, test_rows)}
+        if target == "avcot" and settings.grpo_steps:
+            runs[GRPO_RUN] = grpo_stage(settings, model_dir, test_rows)
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.processor()} "
         f"{torch.get_num_threads()} threads, device {settings.device}", "command": " ".join(sys.argv),
@@ -373,6 +433,7 @@ def run(settings: BenchSettings) -> dict:
 
 NUMBER_HELP = {
     "renders": "renderings of every content in the training set",
+    "text_renders": "extra training renderings of the sign and subtitle contents (reading practice)",
     "test_renders": "fresh renderings of every content in the test set (--split render)",
     "seed": "data, init and shuffle seed",
     "steps": "optimizer steps per target",
@@ -385,6 +446,10 @@ NUMBER_HELP = {
     "workers": "threads running espeak-ng/ffmpeg while synthesising",
     "test_fraction": "held-out share of groups for the content/context/sentence splits",
     "lr": "peak learning rate",
+    "grpo_steps": "GRPO steps on top of the AV-CoT model (0 = no GRPO stage)",
+    "grpo_prompts": "GRPO prompts per step (each sampled G = 4 times)",
+    "rl_renders": "fresh renderings of every trained content for the GRPO rollouts",
+    "grpo_lr": "GRPO learning rate",
 }
 
 
@@ -393,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = BenchSettings(out="")
     ap.add_argument("--out", required=True, help="run directory (synthetic data, runs, eval reports)")
-    for name, kind in (*((n, int) for n in NUMBER_HELP if n not in ("test_fraction", "lr")),
-                       ("test_fraction", float), ("lr", float)):
+    floats = ("test_fraction", "lr", "grpo_lr")
+    for name, kind in (*((n, int) for n in NUMBER_HELP if n not in floats), *((n, float) for n in floats)):
         ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
                         help=NUMBER_HELP[name])
     ap.add_argument("--split", choices=("render", "content", "context", "sentence"), default=defaults.split,
@@ -405,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml); "
                          "'train' trains and evaluates on the ones an earlier 'data' run wrote")
     ap.add_argument("--config", default=defaults.config, help="training recipe for avcot.cli fit")
+    ap.add_argument("--grpo-config", default=defaults.grpo_config, help="GRPO recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
     ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")

@@ -47,6 +47,14 @@ def test_split_groups_never_straddle_train_and_test():
         assert not {r[key] for r in train} & {r[key] for r in test}
 
 
+def test_extra_renderings_keep_only_trained_contents_and_text_cues_are_the_read_ones():
+    train = learn.usable_rows([dict(_row("p-s0", "公式", "公示", "subtitle"), id="t")])
+    extra = learn.usable_rows([dict(_row("p-s0", "公式", "公示", "subtitle"), id="x1"),
+                               dict(_row("p-s1", "公式", "公示", "subtitle"), id="x2")])  # a content not trained on
+    assert [r["id"] for r in learn.of_trained_contents(extra, train)] == ["x1"]
+    assert set(learn.TEXT_CUES) < set(learn.VISUAL_CUES) and "scene" not in learn.TEXT_CUES
+
+
 def test_outcome_separates_word_competitor_and_frame():
     row = dict(_row("shichang-s1", "市场", "试场", "scene"), text="市场里面人很多")
     assert learn.outcome("市场里面人很多", row) == {"word": True, "competitor": False, "frame": True, "exact": True}
@@ -132,19 +140,21 @@ def test_parse_voices():
         learn.parse_voices("fast")
 
 
-@pytest.mark.slow  # synthesises 24 clips, trains two targets 2 steps through avcot.cli, ten eval passes
+@pytest.mark.slow  # synthesises 36 clips, trains two targets and GRPO 2 steps through avcot.cli, 15 eval passes
 def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition(tmp_path):
     import json
 
     settings = learn.BenchSettings(out=str(tmp_path), renders=1, pairs="gongshi", steps=2, warmup=1,
-                                   max_new_tokens=8, workers=2, batch_size=4)
+                                   max_new_tokens=8, workers=2, batch_size=4, grpo_steps=2, grpo_prompts=2)
     summary = learn.run(settings)
     assert summary["clips_train"] == summary["clips_test"] == 12  # 2 templates x 2 words x 3 cues
+    assert len(learn.read_rows(tmp_path / "rl.jsonl")) == 12  # fresh renderings for the rollouts
     table = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
     conditions = ("true", "black", "random", "audio_only", "competitor_video")
-    for target in ("avcot", "transcript"):
-        run = tmp_path / target
-        assert (run / "checkpoints" / "model-last" / "config.json").is_file()  # written by the CLI's fit
+    for target, run_dir in (("avcot", "avcot"), ("transcript", "transcript"), ("avcot+grpo", "avcot_grpo")):
+        run = tmp_path / run_dir
+        written = "adapter-last/adapter_config.json" if run_dir == "avcot_grpo" else "model-last/config.json"
+        assert (run / "checkpoints" / written).is_file()  # written by the CLI's fit
         assert (run / "version_0" / "config.yaml").is_file()
         metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))["cer_by_ablation"]
         swap = json.loads((run / "eval_competitor_video" / "metrics.json").read_text(encoding="utf-8"))
@@ -154,6 +164,8 @@ def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition
             rows = [line for line in table if line.startswith(f"| {target} | {cond} | ")]
             assert len(rows) == 1 and rows[0].split(" | ")[2] == f"{cer[cond]:.3f}", (target, cond, rows)
     assert any(line.startswith("AV-CoT vs w/o AV-CoT") for line in table)
+    assert any(line.startswith("GRPO reward") for line in table)
+    assert any(line.startswith("GRPO vs SFT (AV-CoT)") for line in table)
 
 
 def test_stage_train_reuses_the_manifests_of_a_data_run_and_names_what_is_missing(tmp_path):

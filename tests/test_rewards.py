@@ -13,6 +13,7 @@ from avcot.rewards import (
     MAX_SCORED_CHARS,
     RewardInputs,
     accuracy_reward,
+    avcot_format_reward,
     combine_rewards,
     completion_text,
     count_words,
@@ -63,6 +64,17 @@ def test_cer_reward() -> None:
     completions = ["实验室", avcot, "完全不同的一句话啊", ""]
     references = ["试验室", "林冲对差拨说", "差拨", "你好"]
     assert cer_reward(completions, references=references) == pytest.approx([2 / 3, 2 / 3, 0.0, 0.0])
+
+
+def test_avcot_format_reward_wants_every_section_filled() -> None:
+    from avcot.traces import AVCoTTrace, render_avcot
+
+    whole = render_avcot(AVCoTTrace(visual_cues="字幕：他的发言", acoustic_pinyin="ta1 de5 fa1 yan2",
+                                    reasoning="画面显示“发言”。", transcription="他的发言"))
+    no_reasoning = whole.replace("画面显示“发言”。", "")
+    no_transcription = whole.rsplit("\n", 1)[0]  # the Transcription header, nothing after it
+    completions = [whole, no_reasoning, no_transcription, "他的发言", None, [{"role": "assistant", "content": whole}]]
+    assert avcot_format_reward(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 
 def test_count_words() -> None:

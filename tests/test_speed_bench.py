@@ -126,3 +126,24 @@ def test_rollout_configs_parse_and_refuse_bad_text():
     for bad in ("2y", "ax1", ","):
         with pytest.raises(SystemExit, match="--configs"):
             parse(bad, 4)
+
+
+def test_bench_ocr_cache_runs_the_engine_once_per_picture_and_reports_both(monkeypatch, capsys):
+    from avcot.pipeline import local
+
+    mod = _load("bench_ocr_cache")
+    calls = []
+    real_init = local.RapidOcr.__init__
+
+    def counting_init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        engine = self._engine
+        self._engine = lambda frame: (calls.append(id(self)) or engine(frame))
+
+    monkeypatch.setattr(local.RapidOcr, "__init__", counting_init)
+    assert mod.main(["--clips", "2", "--reads", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clips"] == 2 and report["reads_per_clip"] == 3 and report["boxes_identical"] is True
+    assert report["speedup"] == pytest.approx(report["stock_s"] / report["cached_s"], rel=0.02)
+    per_instance = sorted(calls.count(i) for i in set(calls))
+    assert per_instance == [1 + 2, 1 + 2 * 3]  # warm-up + every read (stock) vs warm-up + one per picture (cached)
