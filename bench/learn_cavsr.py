@@ -28,6 +28,12 @@
    same template and cue: a model that reads the picture then writes the competitor) and per-cue outcome
    rates (spoken word / competitor in the hypothesis, carrier sentence right). OUT/summary.md has one row
    per (target, condition) and says whether the chain of thought helped here.
+6. Optional (`--grpo-steps N`): GRPO on top of the AV-CoT model (`configs/learn_cavsr_grpo.yaml`, the
+   transcription GRPO neither paper runs) with rollouts on `--rl-renders` fresh renderings of the trained
+   contents, scored like step 5 as `avcot+grpo`, with the reward curve (bench/learn_cavsr_grpo.py).
+
+`--text-renders N` adds N more renderings of every sign and subtitle content to the training set (reading
+practice for the one differing character; the scene cue is read from colour and icon already).
 
 Split (departure from a plain split by sentence, on purpose). The default `--split render` tests
 on FRESH renderings (another seed: new cue position, tint and font size; the voice is one of the
@@ -56,10 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
-from bench.learn_cavsr_grpo import (  # noqa: E402  (after the sys.path line)
-    GRPO_RUN, curve_line, grpo_args, grpo_verdict, latest_metrics, reward_curve)
+from bench.learn_cavsr_grpo import GRPO_RUN, grpo_args, latest_metrics, reward_curve  # noqa: E402
+from bench.learn_cavsr_report import (  # noqa: E402, F401  (summary_table etc. are this script's API too)
+    VISUAL_CUES, breakdown, cot_verdict, outcome, summary_table)
 
-VISUAL_CUES = ("background", "subtitle", "scene")
 TEXT_CUES = ("background", "subtitle")  # the cues whose word is read, not recognised by colour and icon
 CUE_LABEL = {"background": "背景文字", "subtitle": "字幕", "scene": "场景"}
 
@@ -104,10 +110,13 @@ class BenchSettings:
     target: str = "both"
     """Training target(s): 'avcot' (the trace), 'transcript' (w/o AV-CoT) or 'both' (same budget each)."""
     stage: str = "all"
-    """'all' (generate, train, evaluate), 'data' (generate and write the manifests only) or 'train' (train and
-    evaluate on the manifests an earlier 'data' run wrote)."""
+    """'all' (generate, train, evaluate), 'data' (generate and write the manifests only), 'train' (train and
+    evaluate on the manifests an earlier 'data' run wrote) or 'grpo' (GRPO again on the AV-CoT model of an
+    earlier run in OUT, e.g. with another --grpo-lr)."""
     config: str = str(ROOT / "configs" / "learn_cavsr.yaml")
     """The training recipe run through avcot.cli (the flags above override its values)."""
+    base: str = "tiny"
+    """Starting weights of the SFT runs: 'tiny' (the embedded random init) or a thinker checkpoint directory."""
     grpo_steps: int = 0
     """GRPO steps on top of the AV-CoT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
     grpo_lr: float = 1e-3
@@ -198,32 +207,6 @@ def write_manifest(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def outcome(hypothesis: str, row: dict) -> dict[str, bool]:
-    """What one hypothesis got right: the spoken word, the competitor, the sentence frame, all of it.
-
-    `frame` is the carrier sentence with the homophone slot blanked (so it checks the audio side:
-    the template is decided by what is said, the word by what is shown).
-    """
-    def blank(text: str) -> str:
-        return text.replace(row["target"], "{w}").replace(row["competitor"], "{w}")
-
-    return {"word": row["target"] in hypothesis, "competitor": row["competitor"] in hypothesis,
-            "frame": blank(hypothesis) == blank(row["text"]), "exact": hypothesis == row["text"]}
-
-
-def breakdown(preds, rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """condition -> cue ('all' too) -> rate of each `outcome` field (and n)."""
-    by_id = {r["id"]: r for r in rows}
-    tallies: dict[str, dict[str, list[dict[str, bool]]]] = {}
-    for p in preds:
-        row = by_id[p.id]
-        hit = outcome(p.hypothesis, row)
-        for cue in ("all", row["cue"]):
-            tallies.setdefault(p.ablation, {}).setdefault(cue, []).append(hit)
-    return {cond: {cue: {"n": len(hits), **{k: round(sum(h[k] for h in hits) / len(hits), 3) for k in hits[0]}}
-                   for cue, hits in sorted(per_cue.items())} for cond, per_cue in tallies.items()}
-
-
 def competitor_video_rows(rows: list[dict]) -> tuple[list[dict], int]:
     """Each test clip with the video of the clip that shows the OTHER word of its pair in the same
     (template, cue); the reference stays what is spoken. Returns (rows, clips without such a partner).
@@ -238,47 +221,6 @@ def competitor_video_rows(rows: list[dict]) -> tuple[list[dict], int]:
     return out, len(rows) - len(out)
 
 
-def summary_table(summary: dict) -> str:
-    """results.json as markdown: a row per (target, condition) with CER and outcome rates, per-cue word
-    accuracy, then the verdict on the chain of thought."""
-    first = next(iter(summary["runs"].values()))
-    cues = [c for c in VISUAL_CUES if c in first["outcomes"].get("true", {})]
-    lines = [f"# Learning benchmark: {summary['date']}", "", f"Command: `{summary['command']}`  ",
-             f"Machine: {summary['machine']}; {summary['clips_train']} training / {summary['clips_test']} test "
-             f"clips; total {summary['total_seconds']} s (training: " + ", ".join(
-                 f"{t} {r['train_seconds']} s" for t, r in summary["runs"].items()) + ").", "",
-             "| target | condition | corpus CER | word acc | competitor | frame right | " + " / ".join(cues) + " |",
-             "|---|---|---|---|---|---|---|"]
-    for target, run in summary["runs"].items():
-        for cond, cer in run["cer"].items():
-            o = run["outcomes"][cond]
-            per_cue = " / ".join(f"{o[c]['word']:.2f}" for c in cues if c in o)
-            lines.append(f"| {target} | {cond} | {cer:.3f} | {o['all']['word']:.2f} | {o['all']['competitor']:.2f} | "
-                         f"{o['all']['frame']:.2f} | {per_cue} |")
-    grpo = summary["runs"].get(GRPO_RUN)
-    extra = ["", curve_line(grpo["reward_curve"]), "", grpo_verdict(summary["runs"])] if grpo else []
-    return "\n".join(lines + ["", cot_verdict(summary["runs"]), *extra]) + "\n"
-
-
-def cot_verdict(runs: dict) -> str:
-    """One sentence: does training on the AV-CoT trace beat the plain transcript here (true-video CER and word
-    accuracy, and how much each model gains from the true over a random video)?"""
-    if not {"avcot", "transcript"} <= set(runs):
-        return "Only one target trained: run with --target both to compare AV-CoT with the plain transcript."
-
-    def stats(t: str) -> tuple[float, float, float]:
-        cer, word = runs[t]["cer"], runs[t]["outcomes"]["true"]["all"]["word"]
-        return cer["true"], word, cer.get("random", float("nan")) - cer["true"]
-
-    (cer_a, word_a, gain_a), (cer_t, word_t, gain_t) = stats("avcot"), stats("transcript")
-    helps = cer_a < cer_t and word_a >= word_t
-    hurts = cer_a > cer_t and word_a <= word_t
-    verdict = "helps here" if helps else "hurts here" if hurts else "is mixed here"
-    return (f"AV-CoT vs w/o AV-CoT (true video): CER {cer_a:.3f} vs {cer_t:.3f}, word accuracy {word_a:.2f} vs "
-            f"{word_t:.2f}; video gain (random minus true CER) {gain_a:+.3f} vs {gain_t:+.3f}. "
-            f"The chain of thought {verdict}.")
-
-
 def cli_args(settings: BenchSettings, target: str) -> list[str]:
     """`avcot.cli fit` arguments: configs/learn_cavsr.yaml with this run's data, target, budget and device."""
     out = Path(settings.out)
@@ -288,6 +230,7 @@ def cli_args(settings: BenchSettings, target: str) -> list[str]:
             "--trainer.default_root_dir", str(out / target),
             "--trainer.max_steps", str(settings.steps),
             "--trainer.accelerator", accelerator,
+            "--model.init_args.base", settings.base,
             "--model.init_args.seed", str(settings.seed),
             "--model.init_args.lr", str(settings.lr),
             "--model.init_args.warmup_steps", str(settings.warmup),
@@ -406,6 +349,8 @@ def run(settings: BenchSettings) -> dict:
         raise SystemExit("--grpo-steps trains on top of the AV-CoT model: use --target avcot or both")
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    if settings.stage == "grpo":
+        return grpo_again(settings)
     t0 = time.monotonic()
     rows, train_rows, test_rows = reuse_data(settings) if settings.stage == "train" else make_data(settings)
     if settings.stage == "data":
@@ -424,11 +369,34 @@ def run(settings: BenchSettings) -> dict:
         "clips_test": len(test_rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1],
         "total_seconds": round(time.monotonic() - t0, 1), "runs": runs,
     }
-    out = Path(settings.out)
+    return write_summary(Path(settings.out), summary)
+
+
+def write_summary(out: Path, summary: dict) -> dict:
+    """OUT/results.json and OUT/summary.md (also printed); returns `summary`."""
     (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "summary.md").write_text(summary_table(summary), encoding="utf-8")
     print((out / "summary.md").read_text(encoding="utf-8"), flush=True)
     return summary
+
+
+def grpo_again(settings: BenchSettings) -> dict:
+    """`--stage grpo`: GRPO (again) on the AV-CoT model of the run whose results.json is in OUT, e.g. with another
+    --grpo-lr; an earlier GRPO entry stays in the table as '<name> (earlier)'."""
+    out = Path(settings.out)
+    summary = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
+    if "avcot" not in summary.get("runs", {}):
+        raise SystemExit(f"--stage grpo needs {out / 'results.json'} of an earlier run that trained --target avcot")
+    if not settings.grpo_steps or not (out / "rl.jsonl").is_file():
+        raise SystemExit(f"--stage grpo needs --grpo-steps N and {out / 'rl.jsonl'} (written by a data stage "
+                         "run with --grpo-steps)")
+    runs = summary["runs"]
+    if GRPO_RUN in runs:
+        runs[f"{GRPO_RUN} (earlier)"] = runs.pop(GRPO_RUN)
+    runs[GRPO_RUN] = grpo_stage(settings, Path(runs["avcot"]["model"]), read_rows(out / "test.jsonl"))
+    summary["command"] += "; then `" + " ".join(sys.argv) + "`"
+    summary["grpo_settings"] = asdict(settings)
+    return write_summary(out, summary)
 
 
 NUMBER_HELP = {
@@ -466,12 +434,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="test on fresh renderings, held-out contents, (template, cue) pairs or templates")
     ap.add_argument("--target", choices=("avcot", "transcript", "both"), default=defaults.target,
                     help="train on the AV-CoT trace, the plain transcript (w/o AV-CoT), or both (same budget)")
-    ap.add_argument("--stage", choices=("all", "data", "train"), default=defaults.stage,
+    ap.add_argument("--stage", choices=("all", "data", "train", "grpo"), default=defaults.stage,
                     help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml); "
-                         "'train' trains and evaluates on the ones an earlier 'data' run wrote")
+                         "'train' trains and evaluates on the ones an earlier 'data' run wrote; 'grpo' runs "
+                         "--grpo-steps of GRPO again on the AV-CoT model of an earlier run in OUT")
     ap.add_argument("--config", default=defaults.config, help="training recipe for avcot.cli fit")
     ap.add_argument("--grpo-config", default=defaults.grpo_config, help="GRPO recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
+    ap.add_argument("--base", default=defaults.base,
+                    help="starting weights: 'tiny' (embedded random init) or a thinker checkpoint directory")
     ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")
     ap.add_argument("--train-towers", action=argparse.BooleanOptionalAction, default=defaults.train_towers,

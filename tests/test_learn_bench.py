@@ -131,6 +131,9 @@ def test_cli_args_train_the_recipe_with_this_runs_data_target_and_budget(tmp_pat
     assert cfg.data.init_args.train_manifest == str(tmp_path / "train.jsonl")
     assert cfg.model.init_args.train_towers is True and cfg.model.init_args.lr == 1e-3
     assert cfg.model.init_args.seed == 4 and cfg.seed_everything == 4
+    assert cfg.model.init_args.base == "tiny"  # the embedded init unless --base names a checkpoint
+    other = learn.cli_args(learn.BenchSettings(out=str(tmp_path), base=str(tmp_path / "init")), "avcot")
+    assert cli_main(other[1:], run=False).config.model.init_args.base == str(tmp_path / "init")
 
 
 def test_parse_voices():

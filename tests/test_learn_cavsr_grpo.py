@@ -113,3 +113,35 @@ def test_summary_table_adds_the_reward_curve_and_the_grpo_verdict():
     assert any(line.startswith(f"| {stage.GRPO_RUN} | true | 0.050 | 0.80 |") for line in lines)
     assert any(line.startswith("GRPO reward") and "steps 0-9: 1.700" in line for line in lines)
     assert any(line.startswith("GRPO vs SFT (AV-CoT): true-video word accuracy 0.60 -> 0.80") for line in lines)
+
+
+def test_stage_grpo_reruns_grpo_on_the_earlier_avcot_model_and_keeps_the_earlier_entry(tmp_path, monkeypatch):
+    import json
+
+    settings = learn.BenchSettings(out=str(tmp_path), stage="grpo", grpo_steps=3, grpo_lr=1e-4)
+    with pytest.raises(SystemExit, match="results.json of an earlier run"):
+        learn.run(settings)
+
+    def entry(word: float) -> dict:
+        rates = {"n": 108, "word": word, "competitor": 0.3, "frame": 1.0, "exact": 0.5}
+        return {"model": str(tmp_path / "avcot" / "m"), "train_seconds": 1, "cer": {"true": 0.05, "random": 0.08},
+                "outcomes": {"true": {"all": rates}, "random": {"all": dict(rates, word=0.5)}},
+                "reward_curve": [{"first_step": 0, "last_step": 2, "reward": 1.5}]}
+
+    earlier = {"date": "d", "command": "first", "machine": "m", "clips_train": 4, "clips_test": 2,
+               "total_seconds": 2, "runs": {"avcot": entry(0.6), stage.GRPO_RUN: entry(0.5)}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier), encoding="utf-8")
+    (tmp_path / "test.jsonl").write_text('{"id": "t"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="rl.jsonl"):
+        learn.run(settings)
+    (tmp_path / "rl.jsonl").write_text('{"id": "r"}\n', encoding="utf-8")
+    seen = []
+    monkeypatch.setattr(learn, "grpo_stage", lambda s, model, rows: seen.append((s.grpo_lr, model, rows)) or entry(0.7))
+    summary = learn.run(settings)
+    assert seen == [(1e-4, tmp_path / "avcot" / "m", [{"id": "t"}])]
+    runs = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["runs"]
+    assert runs[stage.GRPO_RUN]["outcomes"]["true"]["all"]["word"] == 0.7
+    assert runs[f"{stage.GRPO_RUN} (earlier)"]["outcomes"]["true"]["all"]["word"] == 0.5
+    assert summary["command"].startswith("first; then")
+    table = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "true-video word accuracy 0.60 -> 0.70" in table and f"| {stage.GRPO_RUN} (earlier) | true |" in table
