@@ -84,12 +84,24 @@ class FullModelSaver(Callback):
     `hparams.base`. Only the last one is kept: a full 3B/7B directory is several GB.
     """
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+    def __init__(self) -> None:
+        self._processor = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Loaded before the first step, not at the first save: a base without processor files then fails in
+        # seconds with the processor's own message, not after an epoch of training.
+        self._processor = self._load(pl_module)
+
+    @staticmethod
+    def _load(pl_module: L.LightningModule):
         from avcot.processor import load_processor
 
+        return load_processor(pl_module.hparams.base)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         model = pl_module.model
         state = full_state_dict(model)  # collective under FSDP2: every rank runs this
         if not trainer.is_global_zero:
             return
-        write_model_dir(model, state, load_processor(pl_module.hparams.base),
-                        checkpoint_dir(trainer) / "model-last", training_settings_of(trainer))
+        processor = self._processor if self._processor is not None else self._load(pl_module)
+        write_model_dir(model, state, processor, checkpoint_dir(trainer) / "model-last", training_settings_of(trainer))

@@ -197,7 +197,8 @@ class GRPOModule(L.LightningModule):
         freeze_encoders(unwrap_thinker(model))
         if self.device_mesh is not None:
             shard_model(model, self.device_mesh)
-        self.model = model
+        # A checkpoint loads in eval mode; the loss passes run in train mode (LoRA dropout on), as for `tiny`.
+        self.model = model.train()
 
     def setup(self, stage: str) -> None:
         use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt

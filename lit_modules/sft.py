@@ -217,7 +217,9 @@ class SFTModule(L.LightningModule):
             if hp.cpu_offload:
                 _refuse_offload_backend(self.device_mesh.device_type)
             shard_model(model, self.device_mesh, cpu_offload=hp.cpu_offload)
-        self.model = model
+        # from_pretrained returns a model in eval mode (the embedded tiny one is built in train mode) and Lightning
+        # does not switch submodules: without this, a real checkpoint would train with LoRA dropout off.
+        self.model = model.train()
 
     def setup(self, stage: str) -> None:
         use_atomic_checkpoints(self.trainer)  # a crash mid-save never leaves a truncated .ckpt

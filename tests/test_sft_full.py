@@ -175,3 +175,20 @@ def test_two_process_full_fine_tuning_ends_identical_and_exports_the_trained_mod
     assert exported.keys() == r0["state"].keys()
     for name, w in exported.items():
         assert torch.equal(w.detach(), r0["state"][name]), name
+
+
+def test_a_base_without_processor_files_fails_before_the_first_step(tmp_path):
+    from avcot.model import build_tiny_thinker
+
+    steps = []
+
+    class Counting(SFTModule):
+        def training_step(self, *args, **kwargs):
+            steps.append(1)
+            return super().training_step(*args, **kwargs)
+
+    bare = tmp_path / "bare"  # weights only, as a user's converted checkpoint might be
+    build_tiny_thinker().save_pretrained(str(bare))
+    with pytest.raises(FileNotFoundError, match="cannot load a Qwen2.5-Omni processor from"):
+        _fit(tmp_path, Counting(base=str(bare), finetune="full", lr=1e-3))
+    assert steps == []
