@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpo-config", default=defaults.grpo_config, help="GRPO recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
     ap.add_argument("--base", default=defaults.base,
-                    help="starting weights: 'tiny' (embedded random init) or a thinker checkpoint directory")
+                    help="starting weights: 'tiny' (embedded random init) or a thinker checkpoint directory with "
+                         "its processor files (save_pretrained of both)")
     ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")
     ap.add_argument("--train-towers", action=argparse.BooleanOptionalAction, default=defaults.train_towers,
