@@ -62,6 +62,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
 from bench.learn_cavsr import parse_voices, read_rows  # noqa: E402  (after the sys.path line)
+from bench.learn_fit import common_args, fit  # noqa: E402
 from bench.stats import above  # noqa: E402
 
 QUESTIONS = {"said": "说话人说的是哪个词？", "shown": "画面上的标志写的是哪个词？",
@@ -328,18 +329,6 @@ def make_data(settings: BenchSettings) -> None:
 # ---------------------------------------------------------------- steps 3-5: SFT, GRPO, evaluation
 
 
-def common_args(settings: BenchSettings, config: str, root: Path, steps: int) -> list[str]:
-    """`avcot.cli fit` arguments shared by both stages."""
-    return ["fit", "--config", config, "--seed_everything", str(settings.seed),
-            "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps),
-            "--trainer.accelerator", "cpu" if settings.device == "cpu" else "gpu",
-            "--model.init_args.seed", str(settings.seed),
-            "--model.init_args.max_new_tokens", str(settings.max_new_tokens),
-            "--data.init_args.seed", str(settings.seed),
-            "--data.init_args.num_frames", str(settings.num_frames),
-            "--data.init_args.frame_size", str(settings.frame_size)]
-
-
 def sft_args(settings: BenchSettings) -> list[str]:
     out = Path(settings.out)
     return [*common_args(settings, settings.sft_config, out / "sft", settings.sft_steps),
@@ -355,17 +344,6 @@ def grpo_args(settings: BenchSettings) -> list[str]:
             "--model.init_args.base", str(out / "sft" / "checkpoints" / "model-last"),
             "--data.init_args.train_manifest", str(out / "pipeline_train" / "rl.jsonl"),
             "--data.init_args.batch_size", str(settings.grpo_prompts)]
-
-
-def fit(args: list[str], written: Path) -> float:
-    """One `avcot.cli fit` run in this process; its seconds. RuntimeError if `written` is not there after it."""
-    from avcot.cli import main as cli_main
-
-    t0 = time.monotonic()
-    cli_main(args)
-    if not written.exists():
-        raise RuntimeError(f"avcot.cli {' '.join(args[:3])} wrote no {written}")
-    return round(time.monotonic() - t0, 1)
 
 
 def evaluate(settings: BenchSettings, model: str, adapter: str | None, name: str) -> list:

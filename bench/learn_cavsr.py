@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
+from bench.learn_fit import common_args, fit  # noqa: E402
 from bench.learn_cavsr_grpo import GRPO_RUN, grpo_args, latest_metrics, reward_curve  # noqa: E402
 from bench.learn_cavsr_report import (  # noqa: E402, F401  (summary_table etc. are this script's API too)
     VISUAL_CUES, breakdown, cot_verdict, outcome, summary_table)
@@ -224,35 +225,14 @@ def competitor_video_rows(rows: list[dict]) -> tuple[list[dict], int]:
 def cli_args(settings: BenchSettings, target: str) -> list[str]:
     """`avcot.cli fit` arguments: configs/learn_cavsr.yaml with this run's data, target, budget and device."""
     out = Path(settings.out)
-    accelerator = "cpu" if settings.device == "cpu" else "gpu"
-    return ["fit", "--config", settings.config,
-            "--seed_everything", str(settings.seed),
-            "--trainer.default_root_dir", str(out / target),
-            "--trainer.max_steps", str(settings.steps),
-            "--trainer.accelerator", accelerator,
+    return [*common_args(settings, settings.config, out / target, settings.steps),
             "--model.init_args.base", settings.base,
-            "--model.init_args.seed", str(settings.seed),
             "--model.init_args.lr", str(settings.lr),
             "--model.init_args.warmup_steps", str(settings.warmup),
             "--model.init_args.train_towers", str(settings.train_towers).lower(),
-            "--model.init_args.max_new_tokens", str(settings.max_new_tokens),
             "--data.init_args.train_manifest", str(out / "train.jsonl"),
             "--data.init_args.target", target,
-            "--data.init_args.seed", str(settings.seed),
-            "--data.init_args.batch_size", str(settings.batch_size),
-            "--data.init_args.num_frames", str(settings.num_frames),
-            "--data.init_args.frame_size", str(settings.frame_size)]
-
-
-def fit(args: list[str], written: Path) -> float:
-    """One `avcot.cli fit` run in this process; its seconds. RuntimeError if `written` is not there after it."""
-    from avcot.cli import main as cli_main
-
-    t0 = time.monotonic()
-    cli_main(args)
-    if not written.exists():
-        raise RuntimeError(f"avcot.cli {' '.join(args[:3])} wrote no {written}")
-    return round(time.monotonic() - t0, 1)
+            "--data.init_args.batch_size", str(settings.batch_size)]
 
 
 def train(settings: BenchSettings, target: str) -> tuple[Path, float]:

@@ -16,6 +16,7 @@ import csv
 import math
 from pathlib import Path
 
+from bench.learn_fit import common_args
 from bench.stats import above
 
 GRPO_RUN = "avcot+grpo"
@@ -25,20 +26,11 @@ GRPO_RUN = "avcot+grpo"
 def grpo_args(settings, model_dir: Path) -> list[str]:
     """`avcot.cli fit` arguments: configs/learn_cavsr_grpo.yaml on OUT/rl.jsonl, from the AV-CoT model `model_dir`."""
     out = Path(settings.out)
-    return ["fit", "--config", settings.grpo_config,
-            "--seed_everything", str(settings.seed),
-            "--trainer.default_root_dir", str(out / "avcot_grpo"),
-            "--trainer.max_steps", str(settings.grpo_steps),
-            "--trainer.accelerator", "cpu" if settings.device == "cpu" else "gpu",
+    return [*common_args(settings, settings.grpo_config, out / "avcot_grpo", settings.grpo_steps),
             "--model.init_args.base", str(model_dir),
-            "--model.init_args.seed", str(settings.seed),
             "--model.init_args.lr", str(settings.grpo_lr),
-            "--model.init_args.max_new_tokens", str(settings.max_new_tokens),
             "--data.init_args.train_manifest", str(out / "rl.jsonl"),
-            "--data.init_args.seed", str(settings.seed),
-            "--data.init_args.batch_size", str(settings.grpo_prompts),
-            "--data.init_args.num_frames", str(settings.num_frames),
-            "--data.init_args.frame_size", str(settings.frame_size)]
+            "--data.init_args.batch_size", str(settings.grpo_prompts)]
 
 
 def latest_metrics(root: Path) -> Path:
