@@ -33,7 +33,9 @@
    contents, scored like step 5 as `avcot+grpo`, with the reward curve (bench/learn_cavsr_grpo.py).
 
 `--text-renders N` adds N more renderings of every sign and subtitle content to the training set (reading
-practice for the one differing character; the scene cue is read from colour and icon already).
+practice for the one differing character; the scene cue is read from colour and icon already). `--read-steps N`
+first pre-trains the thinker to read the trained sign and subtitle texts on N batches of fresh in-memory frames
+(bench/learn_read.py, standing in for the papers' pretrained vision encoder) and starts the SFT runs from it.
 
 Split (departure from a plain split by sentence, on purpose). The default `--split render` tests
 on FRESH renderings (another seed: new cue position, tint and font size; the voice is one of the
@@ -118,6 +120,9 @@ class BenchSettings:
     """The training recipe run through avcot.cli (the flags above override its values)."""
     base: str = "tiny"
     """Starting weights of the SFT runs: 'tiny' (the embedded random init) or a thinker checkpoint directory."""
+    read_steps: int = 0
+    """Reading pre-training steps before the SFT runs (bench/learn_read.py: fresh sign/subtitle frames of the
+    trained contents, target = the on-screen text); 0 = none. The SFT runs then start from OUT/read/model."""
     grpo_steps: int = 0
     """GRPO steps on top of the AV-CoT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
     grpo_lr: float = 1e-3
@@ -335,7 +340,9 @@ def run(settings: BenchSettings) -> dict:
     rows, train_rows, test_rows = reuse_data(settings) if settings.stage == "train" else make_data(settings)
     if settings.stage == "data":
         return {}
-    runs = {}
+    runs, read = {}, None
+    if settings.read_steps:
+        settings, read = read_stage(settings, train_rows)
     for target in settings.targets:
         model_dir, train_s = train(settings, target)
         preds = evaluate_all(model_dir, settings, target, test_rows)
@@ -349,7 +356,25 @@ def run(settings: BenchSettings) -> dict:
         "clips_test": len(test_rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1],
         "total_seconds": round(time.monotonic() - t0, 1), "runs": runs,
     }
+    if read:
+        summary["read"] = read
     return write_summary(Path(settings.out), summary)
+
+
+def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSettings, dict]:
+    """Reading pre-training (bench/learn_read.py) on the trained sign/subtitle contents; returns the settings with
+    `base` = its model and the stage's record (model, seconds, last logged loss, reading check) for results.json."""
+    from bench.learn_read import ReadSettings, reading_specs, train_reading
+
+    read = ReadSettings(out=str(Path(settings.out) / "read"), steps=settings.read_steps, seed=settings.seed,
+                        base=settings.base, frame_size=settings.frame_size)
+    t0 = time.monotonic()
+    model = train_reading(read, reading_specs({r["content"] for r in train_rows}, settings.seed))
+    last = (Path(read.out) / "loss.csv").read_text(encoding="utf-8").strip().splitlines()[-1].split(",")
+    check = json.loads((Path(read.out) / "reading_check.json").read_text(encoding="utf-8"))
+    return replace(settings, base=str(model)), {"model": str(model), "steps": read.steps,
+                                                "train_seconds": round(time.monotonic() - t0, 1),
+                                                "final_loss": float(last[1]), "reading_check": check}
 
 
 def write_summary(out: Path, summary: dict) -> dict:
@@ -394,6 +419,7 @@ NUMBER_HELP = {
     "workers": "threads running espeak-ng/ffmpeg while synthesising",
     "test_fraction": "held-out share of groups for the content/context/sentence splits",
     "lr": "peak learning rate",
+    "read_steps": "reading pre-training steps before SFT (bench/learn_read.py; 0 = none)",
     "grpo_steps": "GRPO steps on top of the AV-CoT model (0 = no GRPO stage)",
     "grpo_prompts": "GRPO prompts per step (each sampled G = 4 times)",
     "rl_renders": "fresh renderings of every trained content for the GRPO rollouts",

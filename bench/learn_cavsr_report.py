@@ -41,7 +41,7 @@ def summary_table(summary: dict) -> str:
     lines = [f"# Learning benchmark: {summary['date']}", "", f"Command: `{summary['command']}`  ",
              f"Machine: {summary['machine']}; {summary['clips_train']} training / {summary['clips_test']} test "
              f"clips; total {summary['total_seconds']} s (training: " + ", ".join(
-                 f"{t} {r['train_seconds']} s" for t, r in summary["runs"].items()) + ").", "",
+                 f"{t} {r['train_seconds']} s" for t, r in summary["runs"].items()) + ")." + read_line(summary), "",
              "| target | condition | corpus CER | word acc | competitor | frame right | " + " / ".join(cues) + " |",
              "|---|---|---|---|---|---|---|"]
     for target, run in summary["runs"].items():
@@ -53,6 +53,17 @@ def summary_table(summary: dict) -> str:
     grpo = summary["runs"].get(GRPO_RUN)
     extra = ["", curve_line(grpo["reward_curve"]), "", grpo_verdict(summary["runs"])] if grpo else []
     return "\n".join(lines + ["", cot_verdict(summary["runs"]), *extra]) + "\n"
+
+
+def read_line(summary: dict) -> str:
+    """' Reading pre-training: ...' when the run had one (--read-steps), else ''."""
+    read = summary.get("read")
+    if not read:
+        return ""
+    return (f" Reading pre-training (bench/learn_read.py): {read['steps']} steps, {read['train_seconds']} s, "
+            f"last loss {read['final_loss']:.3f}, reading check (forced choice on fresh renderings, 0.5 = chance) "
+            + ", ".join(f"{cue} {acc:.2f}" for cue, acc in read["reading_check"].items())
+            + "; the SFT runs start from it.")
 
 
 def cot_verdict(runs: dict) -> str:

@@ -143,13 +143,15 @@ def test_parse_voices():
         learn.parse_voices("fast")
 
 
-@pytest.mark.slow  # synthesises 36 clips, trains two targets and GRPO 2 steps through avcot.cli, 15 eval passes
+@pytest.mark.slow  # synthesises 36 clips, reads 2 steps, trains two targets and GRPO 2 steps, 15 eval passes
 def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition(tmp_path):
     import json
 
     settings = learn.BenchSettings(out=str(tmp_path), renders=1, pairs="gongshi", steps=2, warmup=1,
-                                   max_new_tokens=8, workers=2, batch_size=4, grpo_steps=2, grpo_prompts=2)
+                                   max_new_tokens=8, workers=2, batch_size=4, grpo_steps=2, grpo_prompts=2,
+                                   read_steps=2)
     summary = learn.run(settings)
+    assert summary["settings"]["base"] == summary["read"]["model"] == str(tmp_path / "read" / "model")
     assert summary["clips_train"] == summary["clips_test"] == 12  # 2 templates x 2 words x 3 cues
     assert len(learn.read_rows(tmp_path / "rl.jsonl")) == 12  # fresh renderings for the rollouts
     table = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
@@ -169,6 +171,7 @@ def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition
     assert any(line.startswith("AV-CoT vs w/o AV-CoT") for line in table)
     assert any(line.startswith("GRPO reward") for line in table)
     assert any(line.startswith("GRPO vs SFT (AV-CoT)") for line in table)
+    assert any("Reading pre-training (bench/learn_read.py): 2 steps" in line for line in table)
 
 
 def test_stage_train_reuses_the_manifests_of_a_data_run_and_names_what_is_missing(tmp_path):

@@ -1,0 +1,191 @@
+"""Reading pre-training for the CAVSR learning benchmark: teach the random-init towers to read first.
+
+    python bench/learn_read.py --out runs/read --steps 3000     # ~14 min on 2 CPU cores; then
+    python bench/learn_cavsr.py --out runs/learn_cavsr --base runs/read/model
+    (or in one go: python bench/learn_cavsr.py --out runs/learn_cavsr --read-steps 3000)
+
+Why (bench/RESULTS.md runs 18-21): trained on the benchmark's ~1,300 clips, the tiny thinker never reads the one
+differing character of a sign or subtitle, not even on its own training clips, and not even when reading is its
+only target (run 21: chance). Both papers start from a PRETRAINED vision encoder that reads text already. This
+stage stands in for that pre-training: it renders FRESH frames on the fly (PIL only: no espeak-ng, no ffmpeg, no
+audio), a new random cue position, tint and font size for every sample, and trains the whole thinker to write
+the on-screen text (`READ_INSTRUCTION` -> the sign or subtitle text). Only the sign and subtitle texts of the
+contents the benchmark trains on are rendered, so no held-out content leaks into training.
+
+Departures, on purpose:
+- This loop is the benchmark's, not the product's: a stream of in-memory frames has no manifest for the
+  CavsrDataModule. The loss is the thinker's own (Hugging Face) token loss on the target turn; the prompt goes
+  through `avcot.chat.encode_example` like every product prompt.
+- Two frames per sample (one temporal patch) instead of the benchmark's four: the frames of a synthetic clip are
+  the same picture (only the progress bar moves), so the tower sees the same patches at half the cost.
+- Frames are drawn at 224 px and resized to `frame_size` with PIL (the clips are written at 224 px and scaled
+  by ffmpeg when decoded), so the glyphs are anti-aliased as in the clips; the mp4 compression is not modelled.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
+    sys.path.insert(0, str(ROOT))
+
+READ_INSTRUCTION = "读出画面中的文字。"
+READ_CUES = ("background", "subtitle")
+RENDER_SIZE = (224, 224)  # the size bench/learn_cavsr.py writes its clips at
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """Reading pre-training settings."""
+
+    out: str
+    """Directory: OUT/model (thinker + processor, a `--base` for learn_cavsr) and OUT/loss.csv."""
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup: int = 60
+    seed: int = 0
+    base: str = "tiny"
+    """Starting weights: 'tiny' (the embedded random init) or a thinker checkpoint directory with its processor."""
+    frame_size: int = 112
+    log_every: int = 50
+
+
+def reading_specs(contents: set[str] | None = None, seed: int = 0) -> list:
+    """One `SentenceSpec` per sign/subtitle content whose two words sound the same (the ones only reading
+    decides); with `contents` (keys 'template|word|cue' as in learn_cavsr's `content` column) only those."""
+    from avcot.phonetics import pinyin
+    from avcot.synth import all_contents
+
+    specs = [s for s in all_contents(1, seed, READ_CUES) if pinyin(s.target) == pinyin(s.competitor)]
+    if contents is not None:
+        specs = [s for s in specs if f"{s.sentence_id}|{s.target}|{s.cue}" in contents]
+    if not specs:
+        raise ValueError("no sign or subtitle content to read: the training set has none")
+    return specs
+
+
+def render_sample(spec, rng: random.Random, frame_size: int) -> np.ndarray:
+    """Two uint8 frames [2, S, S, 3] of `spec` under a fresh random variation (drawn at 224 px, resized)."""
+    from PIL import Image
+
+    from avcot.synth_data import random_variation
+    from avcot.synth_media import render_frames
+
+    frames = render_frames(replace(spec, variation=random_variation(rng)), RENDER_SIZE, 2)
+    return np.stack([np.asarray(f.resize((frame_size, frame_size), Image.BICUBIC)) for f in frames])
+
+
+def reading_batch(processor, specs: list, rng: random.Random, size: int, frame_size: int) -> dict:
+    """A collated training batch of `size` fresh renderings, each asked for its on-screen text."""
+    from avcot.chat import Prompt, collate, encode_example
+    from avcot.prompts import SYSTEM_PROMPT
+
+    examples = [encode_example(processor, Prompt(instruction=READ_INSTRUCTION, system=SYSTEM_PROMPT,
+                                                 video=render_sample(spec, rng, frame_size)), spec.screen_text)
+                for spec in (rng.choice(specs) for _ in range(size))]
+    return collate(examples, processor.tokenizer.pad_token_id)
+
+
+def competitor_text(spec) -> str:
+    """The on-screen text with the competitor in place of the spoken word (what the other clip shows)."""
+    return spec.screen_text.replace(spec.target, spec.competitor)
+
+
+def reading_check(model, processor, specs: list, seed: int, frame_size: int) -> dict[str, float]:
+    """Forced choice on one fresh rendering (seed `seed`) of every spec: the share, per cue, where the model gives
+    the shown text a lower loss than the same text with the competitor word. 0.5 is chance."""
+    import torch
+
+    from avcot.chat import Prompt, collate, encode_example, model_inputs
+    from avcot.prompts import SYSTEM_PROMPT
+
+    rng, right = random.Random(f"read-check-{seed}"), {}
+    model.eval()
+    with torch.no_grad():
+        for spec in specs:
+            prompt = Prompt(instruction=READ_INSTRUCTION, system=SYSTEM_PROMPT,
+                            video=render_sample(spec, rng, frame_size))
+            shown, other = (model(**model_inputs(collate([encode_example(processor, prompt, text)],
+                                                         processor.tokenizer.pad_token_id))).loss.item()
+                            for text in (spec.screen_text, competitor_text(spec)))
+            right.setdefault(spec.cue, []).append(shown < other)
+    return {cue: round(sum(v) / len(v), 3) for cue, v in sorted(right.items())}
+
+
+def train_reading(settings: ReadSettings, specs: list, progress: bool = True) -> Path:
+    """Train the whole thinker to read `specs` for `settings.steps` steps; returns OUT/model (saved with its
+    processor, loadable by `avcot.model.load_thinker` and usable as `--base`). OUT/loss.csv logs the loss;
+    OUT/reading_check.json has `reading_check` on fresh renderings (another seed) of the same contents."""
+    import torch
+    from tqdm import tqdm
+
+    from avcot.chat import model_inputs
+    from avcot.model import load_thinker
+    from avcot.processor import load_processor
+    from lit_modules.sft import warmup_cosine  # the SFT module's schedule
+
+    torch.manual_seed(settings.seed)
+    rng, out = random.Random(f"read-{settings.seed}"), Path(settings.out)
+    processor, model = load_processor(settings.base), load_thinker(settings.base, seed=settings.seed)
+    params = list(model.parameters())
+    for p in params:  # load_thinker freezes the towers; this stage exists to train them
+        p.requires_grad_(True)
+    model.train()
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, settings.warmup, settings.steps))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "loss.csv", "w", newline="", encoding="utf-8") as f, \
+            tqdm(range(settings.steps), desc="reading", disable=not progress) as bar:
+        log = csv.writer(f)
+        log.writerow(["step", "loss", "seconds"])
+        t0 = time.monotonic()
+        for step in bar:
+            batch = reading_batch(processor, specs, rng, settings.batch_size, settings.frame_size)
+            loss = model(**model_inputs(batch)).loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % settings.log_every == 0 or step == settings.steps - 1:
+                log.writerow([step, round(loss.item(), 4), round(time.monotonic() - t0, 1)])
+                f.flush()
+    model.save_pretrained(out / "model")
+    processor.save_pretrained(out / "model")
+    check = reading_check(model, processor, specs, settings.seed + 1, settings.frame_size)
+    (out / "reading_check.json").write_text(json.dumps(check) + "\n", encoding="utf-8")
+    print(f"reading check (fresh renderings, forced choice shown vs competitor text, 0.5 = chance): {check}")
+    return out / "model"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = ReadSettings(out="")
+    ap.add_argument("--out", required=True, help="directory for OUT/model and OUT/loss.csv")
+    ap.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="fresh renderings per step")
+    ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, warm-up + cosine)")
+    ap.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
+    ap.add_argument("--seed", type=int, default=d.seed, help="init, rendering and shuffle seed")
+    ap.add_argument("--base", default=d.base, help="'tiny' or a thinker checkpoint directory with its processor")
+    ap.add_argument("--frame-size", type=int, default=d.frame_size, help="frame side in pixels (multiple of 28)")
+    args = ap.parse_args(argv)
+    print(train_reading(ReadSettings(**vars(args)), reading_specs(seed=args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The reading pre-training stage of the CAVSR learning benchmark (bench/learn_read.py)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+SPEC = importlib.util.spec_from_file_location("bench.learn_read", ROOT / "bench" / "learn_read.py")
+read = importlib.util.module_from_spec(SPEC)
+sys.modules["bench.learn_read"] = read  # dataclasses look their module up here
+SPEC.loader.exec_module(read)
+
+
+def test_reading_specs_are_the_sign_and_subtitle_contents_only_reading_decides():
+    from avcot.phonetics import pinyin
+
+    specs = read.reading_specs()
+    assert specs and {s.cue for s in specs} == set(read.READ_CUES)
+    assert all(pinyin(s.target) == pinyin(s.competitor) and s.target in s.screen_text for s in specs)
+    keep = {f"{s.sentence_id}|{s.target}|{s.cue}" for s in specs[:3]}
+    assert [s.id for s in read.reading_specs(keep)] == [s.id for s in specs[:3]]  # held-out contents stay out
+    with pytest.raises(ValueError, match="no sign or subtitle content"):
+        read.reading_specs({"nothing|x|background"})
+
+
+def test_every_sample_is_a_fresh_rendering_and_the_two_words_look_different():
+    spec = read.reading_specs()[0]
+    rng = random.Random(0)
+    a, b = read.render_sample(spec, rng, 112), read.render_sample(spec, rng, 112)
+    assert a.shape == (2, 112, 112, 3) and a.dtype == np.uint8
+    assert not np.array_equal(a, b)  # a new position/tint/font size each time
+    other = next(s for s in read.reading_specs() if s.sentence_id == spec.sentence_id and s.cue == spec.cue
+                 and s.target == spec.competitor)
+    same_look = read.render_sample(other, random.Random(1), 112) - read.render_sample(spec, random.Random(1), 112)
+    assert np.abs(same_look.astype(int)).sum() > 0  # same variation, other word: only the glyph differs
+
+
+def test_competitor_text_swaps_only_the_spoken_word():
+    for spec in read.reading_specs():
+        other = read.competitor_text(spec)
+        assert other != spec.screen_text and spec.competitor in other
+        assert other.replace(spec.competitor, spec.target) == spec.screen_text
+
+
+def test_reading_check_scores_each_cue_by_forced_choice():
+    import torch
+
+    from avcot.processor import load_processor
+
+    class Reader(torch.nn.Module):  # a stand-in thinker whose loss is low exactly for the shown text
+        def forward(self, input_ids, labels, **_):
+            text = processor.tokenizer.decode(labels[labels != -100])
+            return type("Out", (), {"loss": torch.tensor(0.0 if text.startswith(shown[0]) else 1.0)})()
+
+    processor, specs = load_processor("tiny"), read.reading_specs()[:4]
+    shown = [None]
+    right = {}
+    for spec in specs:
+        shown[0] = spec.screen_text
+        right.update(read.reading_check(Reader(), processor, [spec], 0, 56))
+    assert right == {spec.cue: 1.0 for spec in specs}
+    shown[0] = "nothing shown"
+    assert set(read.reading_check(Reader(), processor, specs, 0, 56).values()) == {0.0}
+
+
+def test_a_batch_asks_for_the_screen_text_and_trains_on_it_only():
+    from avcot.processor import load_processor
+
+    processor = load_processor("tiny")
+    specs = read.reading_specs()[:1]
+    batch = read.reading_batch(processor, specs, random.Random(0), 2, 56)
+    assert batch["video_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]  # two frames = one temporal patch
+    labels = batch["labels"][0]
+    target = processor.tokenizer.decode(labels[labels != -100])
+    assert target == specs[0].screen_text + "<|im_end|>"
+    prompt = processor.tokenizer.decode(batch["input_ids"][0][labels == -100])
+    assert read.READ_INSTRUCTION in prompt
+
+
+def test_training_moves_the_vision_tower_and_saves_a_loadable_base(tmp_path):
+    import torch
+
+    from avcot.model import load_thinker
+    from avcot.processor import load_processor
+
+    settings = read.ReadSettings(out=str(tmp_path), steps=2, batch_size=2, warmup=1, frame_size=56, log_every=1)
+    model_dir = read.train_reading(settings, read.reading_specs()[:2], progress=False)
+    before, after = load_thinker("tiny").state_dict(), load_thinker(str(model_dir)).state_dict()
+    key = next(k for k in before if k.endswith("visual.patch_embed.proj.weight"))
+    assert not torch.equal(before[key], after[key])  # load_thinker froze it; this stage trains it
+    assert load_processor(str(model_dir)).tokenizer.vocab_size == load_processor("tiny").tokenizer.vocab_size
+    log = (tmp_path / "loss.csv").read_text(encoding="utf-8").splitlines()
+    assert log[0] == "step,loss,seconds" and [r.split(",")[0] for r in log[1:]] == ["0", "1"]
+    check = json.loads((tmp_path / "reading_check.json").read_text(encoding="utf-8"))
+    assert set(check) == {s.cue for s in read.reading_specs()[:2]} and all(0 <= v <= 1 for v in check.values())
+
+
+def test_learn_cavsr_read_stage_reads_only_trained_contents_and_becomes_the_base(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("learn_cavsr", ROOT / "bench" / "learn_cavsr.py")
+    learn = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "learn_cavsr", learn)
+    spec.loader.exec_module(learn)
+    seen = []
+    real = read.train_reading
+    monkeypatch.setattr(read, "train_reading", lambda s, specs, **kw: seen.extend(specs) or real(s, specs, **kw))
+    one = read.reading_specs()[0]
+    rows = [{"content": f"{one.sentence_id}|{one.target}|{one.cue}"}, {"content": "other-s9|x|scene"}]
+    settings = learn.BenchSettings(out=str(tmp_path), read_steps=1, frame_size=56)
+    new, record = learn.read_stage(settings, rows)
+    assert [s.id for s in seen] == [one.id]
+    assert new.base == record["model"] == str(tmp_path / "read" / "model") and record["steps"] == 1
+    assert (tmp_path / "read" / "model" / "config.json").is_file() and record["final_loss"] > 0
+    assert set(record["reading_check"]) == {one.cue}
