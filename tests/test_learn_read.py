@@ -43,6 +43,20 @@ def test_every_sample_is_a_fresh_rendering_and_the_two_words_look_different():
     assert np.abs(same_look.astype(int)).sum() > 0  # same variation, other word: only the glyph differs
 
 
+def test_random_text_samples_keep_the_cue_and_length_and_use_only_trained_characters():
+    specs = read.reading_specs()[:6]
+    pool = read.char_pool(specs)
+    assert len(pool) == len(set(pool)) and set(pool) == {c for s in specs for c in s.screen_text}
+    rng = random.Random(0)
+    drawn = [read.sample_spec(specs, rng, 1.0, pool) for _ in range(40)]
+    by_id = {s.id: s for s in specs}
+    for d in drawn:
+        assert len(d.screen_text) == len(by_id[d.id].screen_text) and set(d.screen_text) <= set(pool)
+        assert d.cue == by_id[d.id].cue
+    assert sum(d.screen_text != by_id[d.id].screen_text for d in drawn) >= 38  # random strings, not the texts
+    assert all(read.sample_spec(specs, rng, 0.0, pool) in specs for _ in range(20))
+
+
 def test_competitor_text_swaps_only_the_spoken_word():
     for spec in read.reading_specs():
         other = read.competitor_text(spec)
