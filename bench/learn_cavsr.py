@@ -367,7 +367,7 @@ def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSe
     from bench.learn_read import ReadSettings, reading_specs, train_reading
 
     read = ReadSettings(out=str(Path(settings.out) / "read"), steps=settings.read_steps, seed=settings.seed,
-                        base=settings.base, frame_size=settings.frame_size)
+                        base=settings.base, frame_size=settings.frame_size, device=settings.device)
     t0 = time.monotonic()
     model = train_reading(read, reading_specs({r["content"] for r in train_rows}, settings.seed))
     last = (Path(read.out) / "loss.csv").read_text(encoding="utf-8").strip().splitlines()[-1].split(",")

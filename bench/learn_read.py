@@ -63,6 +63,8 @@ class ReadSettings:
     base: str = "tiny"
     """Starting weights: 'tiny' (the embedded random init) or a thinker checkpoint directory with its processor."""
     frame_size: int = 112
+    device: str = "cpu"
+    """cpu | cuda | auto."""
     random_text: float = 0.0
     """Share of samples whose text is a random string of the trained texts' characters (the length and cue of a
     trained text): every character must then be read, none can be recalled from the sentence. 0.5 did not bring
@@ -133,17 +135,20 @@ def reading_check(model, processor, specs: list, seed: int, frame_size: int) -> 
     import torch
 
     from avcot.chat import Prompt, collate, encode_example, model_inputs
+    from avcot.eval.runner import move_batch
     from avcot.prompts import SYSTEM_PROMPT
 
     rng, right = random.Random(f"read-check-{seed}"), {}
+    param = next(model.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
     model.eval()
     with torch.no_grad():
         for spec in specs:
             prompt = Prompt(instruction=READ_INSTRUCTION, system=SYSTEM_PROMPT,
                             video=render_sample(spec, rng, frame_size))
-            shown, other = (model(**model_inputs(collate([encode_example(processor, prompt, text)],
-                                                         processor.tokenizer.pad_token_id))).loss.item()
-                            for text in (spec.screen_text, competitor_text(spec)))
+            batches = (collate([encode_example(processor, prompt, text)], processor.tokenizer.pad_token_id)
+                       for text in (spec.screen_text, competitor_text(spec)))
+            shown, other = (model(**model_inputs(move_batch(b, device, dtype))).loss.item() for b in batches)
             right.setdefault(spec.cue, []).append(shown < other)
     return {cue: round(sum(v) / len(v), 3) for cue, v in sorted(right.items())}
 
@@ -156,13 +161,16 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
     from tqdm import tqdm
 
     from avcot.chat import model_inputs
+    from avcot.eval.runner import move_batch, resolve_device
     from avcot.model import load_thinker
     from avcot.processor import load_processor
     from lit_modules.sft import warmup_cosine  # the SFT module's schedule
 
     torch.manual_seed(settings.seed)
     rng, out = random.Random(f"read-{settings.seed}"), Path(settings.out)
-    processor, model = load_processor(settings.base), load_thinker(settings.base, seed=settings.seed)
+    device = resolve_device(settings.device)
+    processor = load_processor(settings.base)
+    model = load_thinker(settings.base, seed=settings.seed).to(device)
     params = list(model.parameters())
     for p in params:  # load_thinker freezes the towers; this stage exists to train them
         p.requires_grad_(True)
@@ -177,8 +185,8 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
         log.writerow(["step", "loss", "seconds"])
         t0 = time.monotonic()
         for step in bar:
-            batch = reading_batch(processor, specs, rng, settings.batch_size, settings.frame_size,
-                                  settings.random_text)
+            batch = move_batch(reading_batch(processor, specs, rng, settings.batch_size, settings.frame_size,
+                                             settings.random_text), device, torch.float32)
             loss = model(**model_inputs(batch)).loss
             opt.zero_grad()
             loss.backward()
@@ -209,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed, help="init, rendering and shuffle seed")
     ap.add_argument("--base", default=d.base, help="'tiny' or a thinker checkpoint directory with its processor")
     ap.add_argument("--frame-size", type=int, default=d.frame_size, help="frame side in pixels (multiple of 28)")
+    ap.add_argument("--device", default=d.device, help="cpu | cuda | auto")
     ap.add_argument("--random-text", type=float, default=d.random_text,
                     help="share of samples showing a random string of the trained characters")
     args = ap.parse_args(argv)
