@@ -369,12 +369,11 @@ def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSe
     read = ReadSettings(out=str(Path(settings.out) / "read"), steps=settings.read_steps, seed=settings.seed,
                         base=settings.base, frame_size=settings.frame_size, device=settings.device)
     t0 = time.monotonic()
-    model = train_reading(read, reading_specs({r["content"] for r in train_rows}, settings.seed))
-    last = (Path(read.out) / "loss.csv").read_text(encoding="utf-8").strip().splitlines()[-1].split(",")
-    check = json.loads((Path(read.out) / "reading_check.json").read_text(encoding="utf-8"))
-    return replace(settings, base=str(model)), {"model": str(model), "steps": read.steps,
-                                                "train_seconds": round(time.monotonic() - t0, 1),
-                                                "final_loss": float(last[1]), "reading_check": check}
+    result = train_reading(read, reading_specs({r["content"] for r in train_rows}, settings.seed))
+    return replace(settings, base=str(result.model)), {"model": str(result.model), "steps": read.steps,
+                                                       "train_seconds": round(time.monotonic() - t0, 1),
+                                                       "final_loss": result.final_loss,
+                                                       "reading_check": result.reading_check}
 
 
 def write_summary(out: Path, summary: dict) -> dict:

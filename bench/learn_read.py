@@ -73,6 +73,17 @@ class ReadSettings:
     log_every: int = 50
 
 
+@dataclass(frozen=True)
+class ReadResult:
+    """What a reading pre-training left: the saved base, its last training loss and its reading check."""
+
+    model: Path
+    """OUT/model: the thinker with its processor (a `--base`)."""
+    final_loss: float
+    reading_check: dict[str, float]
+    """`reading_check` per cue on fresh renderings (another seed); 0.5 is chance."""
+
+
 def reading_specs(contents: set[str] | None = None, seed: int = 0) -> list:
     """One `SentenceSpec` per sign/subtitle content whose two words sound the same (the ones only reading
     decides); with `contents` (keys 'template|word|cue' as in learn_cavsr's `content` column) only those."""
@@ -98,6 +109,14 @@ def render_sample(spec, rng: random.Random, frame_size: int) -> np.ndarray:
     return np.stack([np.asarray(f.resize((frame_size, frame_size), Image.BICUBIC)) for f in frames])
 
 
+def reading_prompt(frames: np.ndarray):
+    """The reading question about `frames` (an `avcot.chat.Prompt`)."""
+    from avcot.chat import Prompt
+    from avcot.prompts import SYSTEM_PROMPT
+
+    return Prompt(instruction=READ_INSTRUCTION, system=SYSTEM_PROMPT, video=frames)
+
+
 def char_pool(specs: list) -> str:
     """Every character of the specs' on-screen texts, once, sorted."""
     return "".join(sorted({c for s in specs for c in s.screen_text}))
@@ -113,14 +132,13 @@ def sample_spec(specs: list, rng: random.Random, random_text: float, pool: str):
 
 
 def reading_batch(processor, specs: list, rng: random.Random, size: int, frame_size: int,
-                  random_text: float = 0.0) -> dict:
-    """A collated training batch of `size` fresh renderings, each asked for its on-screen text."""
-    from avcot.chat import Prompt, collate, encode_example
-    from avcot.prompts import SYSTEM_PROMPT
+                  random_text: float = 0.0, pool: str | None = None) -> dict:
+    """A collated training batch of `size` fresh renderings, each asked for its on-screen text. `pool`: the
+    characters of random strings (default `char_pool(specs)`; a training loop passes it once)."""
+    from avcot.chat import collate, encode_example
 
-    pool = char_pool(specs)
-    examples = [encode_example(processor, Prompt(instruction=READ_INSTRUCTION, system=SYSTEM_PROMPT,
-                                                 video=render_sample(spec, rng, frame_size)), spec.screen_text)
+    pool = char_pool(specs) if pool is None else pool
+    examples = [encode_example(processor, reading_prompt(render_sample(spec, rng, frame_size)), spec.screen_text)
                 for spec in (sample_spec(specs, rng, random_text, pool) for _ in range(size))]
     return collate(examples, processor.tokenizer.pad_token_id)
 
@@ -135,18 +153,15 @@ def reading_check(model, processor, specs: list, seed: int, frame_size: int) -> 
     the shown text a lower loss than the same text with the competitor word. 0.5 is chance."""
     import torch
 
-    from avcot.chat import Prompt, collate, encode_example, model_inputs
-    from avcot.eval.runner import move_batch
-    from avcot.prompts import SYSTEM_PROMPT
+    from avcot.chat import collate, encode_example, model_inputs
+    from avcot.eval.runner import model_dtype, move_batch
 
     rng, right = random.Random(f"read-check-{seed}"), {}
-    param = next(model.parameters(), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    device, dtype = next(model.parameters()).device, model_dtype(model)
     model.eval()
     with torch.no_grad():
         for spec in specs:
-            prompt = Prompt(instruction=READ_INSTRUCTION, system=SYSTEM_PROMPT,
-                            video=render_sample(spec, rng, frame_size))
+            prompt = reading_prompt(render_sample(spec, rng, frame_size))
             batches = (collate([encode_example(processor, prompt, text)], processor.tokenizer.pad_token_id)
                        for text in (spec.screen_text, competitor_text(spec)))
             shown, other = (model(**model_inputs(move_batch(b, device, dtype))).loss.item() for b in batches)
@@ -154,10 +169,10 @@ def reading_check(model, processor, specs: list, seed: int, frame_size: int) -> 
     return {cue: round(sum(v) / len(v), 3) for cue, v in sorted(right.items())}
 
 
-def train_reading(settings: ReadSettings, specs: list, progress: bool = True) -> Path:
-    """Train the whole thinker to read `specs` for `settings.steps` steps; returns OUT/model (saved with its
-    processor, loadable by `avcot.model.load_thinker` and usable as `--base`). OUT/loss.csv logs the loss;
-    OUT/reading_check.json has `reading_check` on fresh renderings (another seed) of the same contents."""
+def train_reading(settings: ReadSettings, specs: list, progress: bool = True) -> ReadResult:
+    """Train the whole thinker to read `specs` for `settings.steps` steps. Saves OUT/model (with its processor,
+    loadable by `avcot.model.load_thinker` and usable as `--base`), logs the loss to OUT/loss.csv and writes
+    `reading_check` on fresh renderings (another seed) of the same contents to OUT/reading_check.json."""
     import torch
     from tqdm import tqdm
 
@@ -180,6 +195,7 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, settings.warmup, settings.steps))
     out.mkdir(parents=True, exist_ok=True)
+    pool = char_pool(specs)
     with open(out / "loss.csv", "w", newline="", encoding="utf-8") as f, \
             tqdm(range(settings.steps), desc="reading", disable=not progress) as bar:
         log = csv.writer(f)
@@ -187,7 +203,7 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
         t0 = time.monotonic()
         for step in bar:
             batch = move_batch(reading_batch(processor, specs, rng, settings.batch_size, settings.frame_size,
-                                             settings.random_text), device, torch.float32)
+                                             settings.random_text, pool), device, torch.float32)
             loss = model(**model_inputs(batch)).loss
             opt.zero_grad()
             loss.backward()
@@ -203,7 +219,7 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
     check = reading_check(model, processor, specs, settings.seed + 1, settings.frame_size)
     (out / "reading_check.json").write_text(json.dumps(check) + "\n", encoding="utf-8")
     print(f"reading check (fresh renderings, forced choice shown vs competitor text, 0.5 = chance): {check}")
-    return out / "model"
+    return ReadResult(out / "model", round(loss.item(), 4), check)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-text", type=float, default=d.random_text,
                     help="share of samples showing a random string of the trained characters")
     args = ap.parse_args(argv)
-    print(train_reading(ReadSettings(**vars(args)), reading_specs(seed=args.seed)))
+    print(train_reading(ReadSettings(**vars(args)), reading_specs(seed=args.seed)).model)
     return 0
 
 

@@ -70,6 +70,10 @@ def test_reading_check_scores_each_cue_by_forced_choice():
     from avcot.processor import load_processor
 
     class Reader(torch.nn.Module):  # a stand-in thinker whose loss is low exactly for the shown text
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))  # where the check reads device and dtype from
+
         def forward(self, input_ids, labels, **_):
             text = processor.tokenizer.decode(labels[labels != -100])
             return type("Out", (), {"loss": torch.tensor(0.0 if text.startswith(shown[0]) else 1.0)})()
@@ -106,7 +110,8 @@ def test_training_moves_the_vision_tower_and_saves_a_loadable_base(tmp_path):
     from avcot.processor import load_processor
 
     settings = read.ReadSettings(out=str(tmp_path), steps=2, batch_size=2, warmup=1, frame_size=56, log_every=1)
-    model_dir = read.train_reading(settings, read.reading_specs()[:2], progress=False)
+    result = read.train_reading(settings, read.reading_specs()[:2], progress=False)
+    model_dir = result.model
     before, after = load_thinker("tiny").state_dict(), load_thinker(str(model_dir)).state_dict()
     key = next(k for k in before if k.endswith("visual.patch_embed.proj.weight"))
     assert not torch.equal(before[key], after[key])  # load_thinker froze it; this stage trains it
@@ -115,6 +120,7 @@ def test_training_moves_the_vision_tower_and_saves_a_loadable_base(tmp_path):
     assert log[0] == "step,loss,seconds" and [r.split(",")[0] for r in log[1:]] == ["0", "1"]
     check = json.loads((tmp_path / "reading_check.json").read_text(encoding="utf-8"))
     assert set(check) == {s.cue for s in read.reading_specs()[:2]} and all(0 <= v <= 1 for v in check.values())
+    assert result.reading_check == check and result.final_loss == float(log[-1].split(",")[1])
 
 
 def test_learn_cavsr_read_stage_reads_only_trained_contents_and_becomes_the_base(tmp_path, monkeypatch):
