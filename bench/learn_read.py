@@ -70,6 +70,9 @@ class ReadSettings:
     """Share of samples whose text is a random string of the trained texts' characters (the length and cue of a
     trained text): every character must then be read, none can be recalled from the sentence. 0.5 did not bring
     the onset on (bench/RESULTS.md run 24), hence 0 by default."""
+    pairs: bool = False
+    """Minimal pairs: each batch holds half as many specs, each beside its competitor's rendering under the SAME
+    variation (position, tint, font size), so two pictures that differ in one glyph ask for two texts."""
     log_every: int = 50
 
 
@@ -100,13 +103,28 @@ def reading_specs(contents: set[str] | None = None, seed: int = 0) -> list:
 
 def render_sample(spec, rng: random.Random, frame_size: int) -> np.ndarray:
     """Two uint8 frames [2, S, S, 3] of `spec` under a fresh random variation (drawn at 224 px, resized)."""
+    from avcot.synth_data import random_variation
+
+    return render_spec(replace(spec, variation=random_variation(rng)), frame_size)
+
+
+def render_spec(spec, frame_size: int) -> np.ndarray:
+    """Two uint8 frames [2, S, S, 3] of `spec` under its own variation (drawn at 224 px, resized)."""
     from PIL import Image
 
-    from avcot.synth_data import random_variation
     from avcot.synth_media import render_frames
 
-    frames = render_frames(replace(spec, variation=random_variation(rng)), RENDER_SIZE, 2)
+    frames = render_frames(spec, RENDER_SIZE, 2)
     return np.stack([np.asarray(f.resize((frame_size, frame_size), Image.BICUBIC)) for f in frames])
+
+
+def minimal_pair(spec, rng: random.Random) -> list:
+    """`spec` and its competitor's on-screen text, both under one fresh random variation: the two pictures differ
+    in the one glyph only."""
+    from avcot.synth_data import random_variation
+
+    shown = replace(spec, variation=random_variation(rng))
+    return [shown, replace(shown, screen_text=competitor_text(shown))]
 
 
 def reading_prompt(frames: np.ndarray):
@@ -131,15 +149,29 @@ def sample_spec(specs: list, rng: random.Random, random_text: float, pool: str):
     return replace(spec, screen_text="".join(rng.choice(pool) for _ in spec.screen_text))
 
 
+def batch_specs(specs: list, rng: random.Random, size: int, random_text: float, pool: str,
+                pairs: bool = False) -> list:
+    """The `size` specs of one batch, each under a fresh random variation: drawn independently, or (`pairs`) as
+    `size // 2` minimal pairs (an odd size adds one independent draw)."""
+    from avcot.synth_data import random_variation
+
+    if not pairs:
+        return [replace(s, variation=random_variation(rng))
+                for s in (sample_spec(specs, rng, random_text, pool) for _ in range(size))]
+    drawn = [s for _ in range(size // 2) for s in minimal_pair(sample_spec(specs, rng, random_text, pool), rng)]
+    return drawn + batch_specs(specs, rng, size % 2, random_text, pool)
+
+
 def reading_batch(processor, specs: list, rng: random.Random, size: int, frame_size: int,
-                  random_text: float = 0.0, pool: str | None = None) -> dict:
+                  random_text: float = 0.0, pool: str | None = None, pairs: bool = False) -> dict:
     """A collated training batch of `size` fresh renderings, each asked for its on-screen text. `pool`: the
-    characters of random strings (default `char_pool(specs)`; a training loop passes it once)."""
+    characters of random strings (default `char_pool(specs)`; a training loop passes it once); `pairs`: as
+    minimal pairs (`batch_specs`)."""
     from avcot.chat import collate, encode_example
 
     pool = char_pool(specs) if pool is None else pool
-    examples = [encode_example(processor, reading_prompt(render_sample(spec, rng, frame_size)), spec.screen_text)
-                for spec in (sample_spec(specs, rng, random_text, pool) for _ in range(size))]
+    examples = [encode_example(processor, reading_prompt(render_spec(spec, frame_size)), spec.screen_text)
+                for spec in batch_specs(specs, rng, size, random_text, pool, pairs)]
     return collate(examples, processor.tokenizer.pad_token_id)
 
 
@@ -203,7 +235,7 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
         t0 = time.monotonic()
         for step in bar:
             batch = move_batch(reading_batch(processor, specs, rng, settings.batch_size, settings.frame_size,
-                                             settings.random_text, pool), device, torch.float32)
+                                             settings.random_text, pool, settings.pairs), device, torch.float32)
             loss = model(**model_inputs(batch)).loss
             opt.zero_grad()
             loss.backward()
@@ -237,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=d.device, help="cpu | cuda | auto")
     ap.add_argument("--random-text", type=float, default=d.random_text,
                     help="share of samples showing a random string of the trained characters")
+    ap.add_argument("--pairs", action="store_true", help="batches of minimal pairs (same picture, one glyph apart)")
     args = ap.parse_args(argv)
     print(train_reading(ReadSettings(**vars(args)), reading_specs(seed=args.seed)).model)
     return 0

@@ -57,6 +57,21 @@ def test_random_text_samples_keep_the_cue_and_length_and_use_only_trained_charac
     assert all(read.sample_spec(specs, rng, 0.0, pool) in specs for _ in range(20))
 
 
+def test_minimal_pairs_show_both_words_under_one_variation():
+    specs = read.reading_specs()[:6]
+    pool = read.char_pool(specs)
+    drawn = read.batch_specs(specs, random.Random(0), 5, 0.0, pool, pairs=True)
+    assert len(drawn) == 5
+    for shown, other in (drawn[0:2], drawn[2:4]):
+        assert shown.variation == other.variation and shown.id == other.id
+        assert other.screen_text == read.competitor_text(shown) != shown.screen_text
+        look = read.render_spec(other, 112).astype(int) - read.render_spec(shown, 112).astype(int)
+        rows = np.flatnonzero(np.abs(look).sum(axis=(0, 2, 3)))
+        assert rows.size and rows.max() - rows.min() < 112 // 3  # one band of glyphs differs, not the picture
+    singles = read.batch_specs(specs, random.Random(0), 5, 0.0, pool)
+    assert len({s.variation for s in singles}) == 5  # without pairs every sample has its own variation
+
+
 def test_competitor_text_swaps_only_the_spoken_word():
     for spec in read.reading_specs():
         other = read.competitor_text(spec)
