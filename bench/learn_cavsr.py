@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -64,13 +65,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
-from bench.learn_fit import common_args, fit  # noqa: E402
+from bench.learn_fit import common_args, finish_job, fit, settings_argv, start_job  # noqa: E402
 from bench.learn_cavsr_grpo import GRPO_RUN, grpo_args, latest_metrics, reward_curve  # noqa: E402
+from bench.learn_cavsr_data import (  # noqa: E402, F401  (the data steps are this script's API too)
+    CUE_LABEL, avcot_trace, competitor_video_rows, generate_set, of_trained_contents, parse_voices, read_rows,
+    split, usable_rows, write_manifest)
 from bench.learn_cavsr_report import (  # noqa: E402, F401  (summary_table etc. are this script's API too)
     VISUAL_CUES, breakdown, cot_verdict, outcome, summary_table)
 
 TEXT_CUES = ("background", "subtitle")  # the cues whose word is read, not recognised by colour and icon
-CUE_LABEL = {"background": "背景文字", "subtitle": "字幕", "scene": "场景"}
 
 
 @dataclass(frozen=True)
@@ -107,15 +110,19 @@ class BenchSettings:
     max_new_tokens: int = 160
     device: str = "cpu"
     threads: int = 0
-    """torch CPU threads (0 = torch's default)."""
+    """torch CPU threads (0 = torch's default; with two jobs, half the cores each)."""
+    jobs: int = 0
+    """Targets trained at the same time, each in its own process: 0 = auto (2 when both targets train on a CPU
+    with 2+ cores), 1 = one after the other."""
     train_towers: bool = True
     """Train the (random-init) audio and vision towers too; False freezes them as the papers do."""
     target: str = "both"
     """Training target(s): 'avcot' (the trace), 'transcript' (w/o AV-CoT) or 'both' (same budget each)."""
     stage: str = "all"
     """'all' (generate, train, evaluate), 'data' (generate and write the manifests only), 'train' (train and
-    evaluate on the manifests an earlier 'data' run wrote) or 'grpo' (GRPO again on the AV-CoT model of an
-    earlier run in OUT, e.g. with another --grpo-lr)."""
+    evaluate on the manifests an earlier 'data' run wrote), 'grpo' (GRPO again on the AV-CoT model of an
+    earlier run in OUT, e.g. with another --grpo-lr) or 'target' (train and evaluate the one --target on OUT's
+    manifests into OUT/<target>/run.json only: what a second job runs)."""
     config: str = str(ROOT / "configs" / "learn_cavsr.yaml")
     """The training recipe run through avcot.cli (the flags above override its values)."""
     base: str = "tiny"
@@ -136,95 +143,6 @@ class BenchSettings:
     @property
     def targets(self) -> tuple[str, ...]:
         return ("avcot", "transcript") if self.target == "both" else (self.target,)
-
-
-def generate_set(settings: BenchSettings, name: str, seed: int, renders: int,
-                 cues: tuple[str, ...] = VISUAL_CUES) -> list[dict]:
-    """Fresh synthetic clips (every content showing one of `cues` x renders); rows with absolute media paths."""
-    from avcot.synth import all_contents, write_clips
-
-    data_dir = Path(settings.out) / name
-    specs = all_contents(renders, seed, cues, parse_voices(settings.voices))
-    if settings.pairs:  # fewer clips (smoke tests, quick runs); ids keep the pair key after the seed
-        keys = {k.strip() for k in settings.pairs.split(",") if k.strip()}
-        specs = [s for s in specs if s.id.split("-")[2] in keys]
-        if not specs:
-            raise ValueError(f"--pairs {settings.pairs!r} names no homophone pair of avcot.synth.PAIRS")
-    manifest = write_clips(specs, data_dir, size=(224, 224), workers=settings.workers, progress=True)
-    rows = read_rows(manifest)
-    for r in rows:
-        r["video"], r["audio"] = str(data_dir / r["video"]), str(data_dir / r["audio"])
-    return rows
-
-
-def parse_voices(text: str) -> tuple[tuple[int, int], ...]:
-    """'120:40,140:60' -> ((120, 40), (140, 60)); '' -> () (random voices)."""
-    try:
-        return tuple((int(r), int(p)) for r, p in (v.split(":") for v in text.split(",") if v.strip()))
-    except ValueError:
-        raise ValueError(f"--voices must look like 120:40,140:60 (rate:pitch,...), got {text!r}") from None
-
-
-def usable_rows(rows: list[dict]) -> list[dict]:
-    """Video-decidable clips only: identical toned pinyin for both words and a cue showing the spoken word.
-
-    Adds the grouping columns `content` (template|word|cue) and `context` (template|cue).
-    """
-    from avcot.phonetics import pinyin
-
-    return [dict(r, content=f"{r['sentence_id']}|{r['target']}|{r['cue']}", context=f"{r['sentence_id']}|{r['cue']}")
-            for r in rows if r["cue"] in VISUAL_CUES and pinyin(r["target"]) == pinyin(r["competitor"])]
-
-
-def avcot_trace(row: dict) -> str:
-    """The AV-CoT target of one synthetic clip, from what the generator knows about it."""
-    from avcot.phonetics import homophones
-    from avcot.traces import AVCoTTrace, render_avcot
-
-    candidates = sorted(set(homophones(row["target"])) | {row["target"], row["competitor"]})
-    reasoning = f"同音候选：{'、'.join(candidates)}。画面显示“{row['screen_text']}”，支持“{row['target']}”。"
-    return render_avcot(AVCoTTrace(visual_cues=f"{CUE_LABEL[row['cue']]}：{row['screen_text']}",
-                                   acoustic_pinyin=row["pinyin"], reasoning=reasoning, transcription=row["text"]))
-
-
-def of_trained_contents(extra: list[dict], train_rows: list[dict]) -> list[dict]:
-    """The extra renderings whose content is trained on (a held-out content stays held out)."""
-    trained = {r["content"] for r in train_rows}
-    return [r for r in extra if r["content"] in trained]
-
-
-def split(rows: list[dict], settings: BenchSettings) -> tuple[list[dict], list[dict]]:
-    """(train, test) with avcot.data.rows.split_rows, grouped by content, context or sentence template."""
-    from avcot.data.rows import split_rows
-
-    column = {"content": "content", "sentence": "sentence_id", "context": "context"}[settings.split]
-    return split_rows(rows, settings.test_fraction, settings.seed, column)
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a JSONL manifest this script wrote (blank lines skipped)."""
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
-def write_manifest(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(dict(r, trace=avcot_trace(r)), ensure_ascii=False) + "\n" for r in rows),
-                    encoding="utf-8")
-    return path
-
-
-def competitor_video_rows(rows: list[dict]) -> tuple[list[dict], int]:
-    """Each test clip with the video of the clip that shows the OTHER word of its pair in the same
-    (template, cue); the reference stays what is spoken. Returns (rows, clips without such a partner).
-
-    A model that reads the picture should now write the competitor: the sharpest check of visual use.
-    """
-    partners: dict[tuple[str, str, str], str] = {}
-    for r in rows:
-        partners.setdefault((r["sentence_id"], r["cue"], r["target"]), r["video"])
-    out = [dict(r, video=partners[key]) for r in rows
-           if (key := (r["sentence_id"], r["cue"], r["competitor"])) in partners]
-    return out, len(rows) - len(out)
 
 
 def cli_args(settings: BenchSettings, target: str) -> list[str]:
@@ -336,6 +254,8 @@ def run(settings: BenchSettings) -> dict:
         torch.set_num_threads(settings.threads)
     if settings.stage == "grpo":
         return grpo_again(settings)
+    if settings.stage == "target":
+        return target_stage(settings)
     t0 = time.monotonic()
     rows, train_rows, test_rows = reuse_data(settings) if settings.stage == "train" else make_data(settings)
     if settings.stage == "data":
@@ -343,15 +263,11 @@ def run(settings: BenchSettings) -> dict:
     runs, read = {}, None
     if settings.read_steps:
         settings, read = read_stage(settings, train_rows)
-    for target in settings.targets:
-        model_dir, train_s = train(settings, target)
-        preds = evaluate_all(model_dir, settings, target, test_rows)
-        runs[target] = {"model": str(model_dir), "train_seconds": train_s, **scored(preds, test_rows)}
-        if target == "avcot" and settings.grpo_steps:
-            runs[GRPO_RUN] = grpo_stage(settings, model_dir, test_rows)
+    runs.update(train_targets(settings, test_rows))
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.processor()} "
-        f"{torch.get_num_threads()} threads, device {settings.device}", "command": " ".join(sys.argv),
+        f"{torch.get_num_threads()} threads x {job_count(settings)} jobs, device {settings.device}",
+        "command": " ".join(sys.argv),
         "settings": asdict(settings), "clips_usable": len(rows), "clips_train": len(train_rows),
         "clips_test": len(test_rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1],
         "total_seconds": round(time.monotonic() - t0, 1), "runs": runs,
@@ -359,6 +275,63 @@ def run(settings: BenchSettings) -> dict:
     if read:
         summary["read"] = read
     return write_summary(Path(settings.out), summary)
+
+
+def target_run(settings: BenchSettings, target: str, test_rows: list[dict]) -> dict:
+    """Train one target, evaluate it in the five conditions (then GRPO on the AV-CoT model with --grpo-steps);
+    its results.json `runs` entries."""
+    model_dir, train_s = train(settings, target)
+    preds = evaluate_all(model_dir, settings, target, test_rows)
+    runs = {target: {"model": str(model_dir), "train_seconds": train_s, **scored(preds, test_rows)}}
+    if target == "avcot" and settings.grpo_steps:
+        runs[GRPO_RUN] = grpo_stage(settings, model_dir, test_rows)
+    return runs
+
+
+def job_count(settings: BenchSettings) -> int:
+    """How many targets train at once: --jobs, or (0) 2 when both train on a CPU with at least 2 cores."""
+    if settings.jobs:
+        return max(1, min(settings.jobs, len(settings.targets)))
+    return 2 if len(settings.targets) == 2 and settings.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def train_targets(settings: BenchSettings, test_rows: list[dict]) -> dict:
+    """Every target's `runs` entries: one after the other, or with two jobs the AV-CoT run here and the transcript
+    run (`--stage target`) in a child process at the same time, each on half the cores. Why: this ~1M-parameter
+    model trains about as fast on one thread as on two (bench/RESULTS.md run 17), so two runs side by side take
+    the time of the longer one."""
+    if job_count(settings) == 1:
+        return {k: v for target in settings.targets for k, v in target_run(settings, target, test_rows).items()}
+    threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    child = replace(settings, target="transcript", stage="target", jobs=1, threads=threads, read_steps=0,
+                    grpo_steps=0)  # the reading and GRPO stages run once, in this process
+    log, result = Path(settings.out) / "transcript" / "log.txt", target_result(child)
+    result.unlink(missing_ok=True)
+    job = start_job([sys.executable, str(Path(__file__).resolve()), *settings_argv(child)], log)
+    print(f"the transcript target trains beside this one, in another process; its log: {log}", flush=True)
+    try:
+        runs = target_run(settings, "avcot", test_rows)
+    except BaseException:
+        job[0].kill()
+        raise
+    return runs | finish_job(job, log, result)
+
+
+def target_result(settings: BenchSettings) -> Path:
+    """Where `--stage target` writes its `runs` entries: OUT/<target>/run.json."""
+    return Path(settings.out) / settings.target / "run.json"
+
+
+def target_stage(settings: BenchSettings) -> dict:
+    """`--stage target`: train and evaluate the one --target on OUT's manifests; writes OUT/<target>/run.json."""
+    if settings.target == "both":
+        raise SystemExit("--stage target trains one target: --target avcot or --target transcript")
+    test_rows = reuse_data(settings)[2]
+    runs = target_run(settings, settings.target, test_rows)
+    target_result(settings).parent.mkdir(parents=True, exist_ok=True)
+    target_result(settings).write_text(json.dumps(runs, ensure_ascii=False, indent=2), encoding="utf-8")
+    return runs
 
 
 def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSettings, dict]:
@@ -414,7 +387,8 @@ NUMBER_HELP = {
     "num_frames": "frames per clip",
     "frame_size": "frame side in pixels",
     "max_new_tokens": "generation cap in the evaluations",
-    "threads": "torch CPU threads (0 = torch's default)",
+    "threads": "torch CPU threads (0 = torch's default; with two jobs, half the cores each)",
+    "jobs": "targets trained at the same time, each in its own process (0 = 2 for both targets on 2+ CPU cores)",
     "workers": "threads running espeak-ng/ffmpeg while synthesising",
     "test_fraction": "held-out share of groups for the content/context/sentence splits",
     "lr": "peak learning rate",
@@ -426,7 +400,8 @@ NUMBER_HELP = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: every `BenchSettings` field as a flag (`learn_fit.settings_argv` writes them back)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = BenchSettings(out="")
@@ -439,10 +414,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="test on fresh renderings, held-out contents, (template, cue) pairs or templates")
     ap.add_argument("--target", choices=("avcot", "transcript", "both"), default=defaults.target,
                     help="train on the AV-CoT trace, the plain transcript (w/o AV-CoT), or both (same budget)")
-    ap.add_argument("--stage", choices=("all", "data", "train", "grpo"), default=defaults.stage,
+    ap.add_argument("--stage", choices=("all", "data", "train", "grpo", "target"), default=defaults.stage,
                     help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml); "
                          "'train' trains and evaluates on the ones an earlier 'data' run wrote; 'grpo' runs "
-                         "--grpo-steps of GRPO again on the AV-CoT model of an earlier run in OUT")
+                         "--grpo-steps of GRPO again on the AV-CoT model of an earlier run in OUT; 'target' trains "
+                         "and evaluates the one --target into OUT/<target>/run.json (a second job's stage)")
     ap.add_argument("--config", default=defaults.config, help="training recipe for avcot.cli fit")
     ap.add_argument("--grpo-config", default=defaults.grpo_config, help="GRPO recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")
@@ -453,8 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")
     ap.add_argument("--train-towers", action=argparse.BooleanOptionalAction, default=defaults.train_towers,
                     help="train the random-init audio and vision towers too (default; --no-train-towers freezes them)")
-    args = ap.parse_args(argv)
-    run(BenchSettings(**vars(args)))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(BenchSettings(**vars(parser().parse_args(argv))))
     return 0
 
 

@@ -28,3 +28,40 @@ def fit(args: list[str], written: Path) -> float:
     if not written.exists():
         raise RuntimeError(f"avcot.cli {' '.join(args[:3])} wrote no {written}")
     return round(time.monotonic() - t0, 1)
+
+
+def settings_argv(settings) -> list[str]:
+    """A benchmark settings dataclass as the command-line flags that rebuild it (`field_name` -> `--field-name
+    VALUE`; a bool -> `--field-name` / `--no-field-name`), for running one stage of the benchmark in a child
+    process."""
+    from dataclasses import asdict
+
+    args: list[str] = []
+    for name, value in asdict(settings).items():
+        flag = name.replace("_", "-")
+        args += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
+    return args
+
+
+def start_job(argv: list[str], log: Path):
+    """Start `argv` as a child process writing stdout and stderr to `log`; (the process, the open log file)."""
+    import subprocess
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log, "w", encoding="utf-8")
+    return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT), handle
+
+
+def finish_job(job, log: Path, result: Path) -> dict:
+    """Wait for a `start_job` child and return the JSON it wrote to `result`; RuntimeError with the tail of its
+    log if it failed or wrote nothing."""
+    import json
+
+    proc, handle = job
+    code = proc.wait()
+    handle.close()
+    if code == 0 and result.is_file():
+        return json.loads(result.read_text(encoding="utf-8"))
+    tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-30:])
+    raise RuntimeError(f"the child run {' '.join(map(str, proc.args[1:4]))} ... failed (exit {code}, "
+                       f"{'no ' + str(result) if code == 0 else 'see ' + str(log)}):\n{tail}")

@@ -143,13 +143,91 @@ def test_parse_voices():
         learn.parse_voices("fast")
 
 
+def test_a_child_job_gets_exactly_the_settings_back_from_its_command_line():
+    from bench.learn_fit import settings_argv
+
+    settings = learn.BenchSettings(out="/tmp/x", voices="", pairs="gongshi", lr=1e-3, train_towers=False,
+                                   target="transcript", stage="target", jobs=1, threads=1, base="/m")
+    assert learn.BenchSettings(**vars(learn.parser().parse_args(settings_argv(settings)))) == settings
+    assert "--no-train-towers" in settings_argv(settings)
+
+
+def test_two_jobs_only_when_both_targets_train_on_a_multicore_cpu(monkeypatch):
+    monkeypatch.setattr(learn.os, "cpu_count", lambda: 2)
+    assert learn.job_count(learn.BenchSettings(out="")) == 2
+    assert learn.job_count(learn.BenchSettings(out="", target="avcot")) == 1
+    assert learn.job_count(learn.BenchSettings(out="", device="cuda")) == 1
+    assert learn.job_count(learn.BenchSettings(out="", jobs=1)) == 1
+    assert learn.job_count(learn.BenchSettings(out="", target="avcot", jobs=2)) == 1  # one target, one job
+    monkeypatch.setattr(learn.os, "cpu_count", lambda: 1)
+    assert learn.job_count(learn.BenchSettings(out="")) == 1
+
+
+def test_two_jobs_train_the_transcript_target_in_a_child_beside_the_avcot_run(tmp_path, monkeypatch):
+    import json
+
+    from bench import learn_fit
+
+    monkeypatch.setattr(learn.os, "cpu_count", lambda: 4)
+    seen = {}
+
+    def child(argv, log):  # stands in for the real child: records its settings and writes what it would
+        seen["settings"] = learn.BenchSettings(**vars(learn.parser().parse_args(argv[2:])))
+        seen["script"] = argv[1]
+        code = f"import json,sys; open({str(tmp_path / 'transcript' / 'run.json')!r}, 'w').write(" \
+               f"json.dumps({{'transcript': {{'cer': 0.5}}}})); print('done')"
+        return learn_fit.start_job([sys.executable, "-c", code], log)
+
+    monkeypatch.setattr(learn, "start_job", child)
+    monkeypatch.setattr(learn, "target_run", lambda s, t, rows: {t: {"threads": learn.torch.get_num_threads()}})
+    before = learn.torch.get_num_threads()
+    try:
+        runs = learn.train_targets(learn.BenchSettings(out=str(tmp_path), read_steps=5, base="/read",
+                                                          grpo_steps=3), [])
+    finally:
+        learn.torch.set_num_threads(before)
+    assert list(runs) == ["avcot", "transcript"] and runs["transcript"] == {"cer": 0.5}
+    assert runs["avcot"]["threads"] == 2  # half of the 4 cores here, half in the child
+    assert seen["script"].endswith("learn_cavsr.py")
+    assert seen["settings"] == learn.BenchSettings(out=str(tmp_path), target="transcript", stage="target", jobs=1,
+                                                   threads=2, base="/read")  # read once, by the parent
+    assert (tmp_path / "transcript" / "log.txt").read_text(encoding="utf-8") == "done\n"
+    assert json.loads((tmp_path / "transcript" / "run.json").read_text(encoding="utf-8"))
+
+
+def test_a_failed_child_job_is_reported_with_its_log(tmp_path):
+    from bench.learn_fit import finish_job, start_job
+
+    log = tmp_path / "log.txt"
+    job = start_job([sys.executable, "-c", "print('loading'); raise SystemExit('no manifest here')"], log)
+    with pytest.raises(RuntimeError, match=r"(?s)exit 1.*no manifest here"):
+        finish_job(job, log, tmp_path / "run.json")
+    job = start_job([sys.executable, "-c", "print('ok')"], log)  # exits 0 but writes no result
+    with pytest.raises(RuntimeError, match="no .*run.json"):
+        finish_job(job, log, tmp_path / "run.json")
+
+
+def test_stage_target_trains_one_target_into_its_run_json(tmp_path, monkeypatch):
+    import json
+
+    with pytest.raises(SystemExit, match="trains one target"):
+        learn.target_stage(learn.BenchSettings(out=str(tmp_path), stage="target"))
+    for name in ("train.jsonl", "test.jsonl"):
+        (tmp_path / name).write_text(json.dumps({"id": name, "cue": "scene"}) + "\n", encoding="utf-8")
+    monkeypatch.setattr(learn, "target_run", lambda s, t, rows: {t: {"rows": [r["id"] for r in rows]}})
+    runs = learn.run(learn.BenchSettings(out=str(tmp_path), stage="target", target="transcript"))
+    assert runs == {"transcript": {"rows": ["test.jsonl"]}}
+    assert json.loads((tmp_path / "transcript" / "run.json").read_text(encoding="utf-8")) == runs
+    assert not (tmp_path / "results.json").exists()  # the parent writes the summary, not the child
+
+
 @pytest.mark.slow  # synthesises 36 clips, reads 2 steps, trains two targets and GRPO 2 steps, 15 eval passes
 def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition(tmp_path):
     import json
 
     settings = learn.BenchSettings(out=str(tmp_path), renders=1, pairs="gongshi", steps=2, warmup=1,
                                    max_new_tokens=8, workers=2, batch_size=4, grpo_steps=2, grpo_prompts=2,
-                                   read_steps=2)
+                                   read_steps=2, jobs=2)  # the transcript target in a child process
     summary = learn.run(settings)
     assert summary["settings"]["base"] == summary["read"]["model"] == str(tmp_path / "read" / "model")
     assert summary["clips_train"] == summary["clips_test"] == 12  # 2 templates x 2 words x 3 cues
