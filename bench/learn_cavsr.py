@@ -1,6 +1,6 @@
 """Learning benchmark: does a model trained on AV-CoT targets actually use the video? (no external weights)
 
-    python bench/learn_cavsr.py --out runs/learn_cavsr            # CPU, both targets (time: bench/RESULTS.md run 14)
+    python bench/learn_cavsr.py --out runs/learn_cavsr            # CPU, both targets side by side (26 min: run 28)
     python bench/learn_cavsr.py --out runs/learn_cavsr --target avcot            # AV-CoT only, about half
     python bench/learn_cavsr.py --out runs/learn_cavsr --steps 8000 --device cuda   # larger, on a GPU
     python bench/learn_cavsr.py --out runs/learn_cavsr --stage data   # steps 1-3 only (configs/learn_cavsr.yaml)
