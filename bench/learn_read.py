@@ -16,7 +16,7 @@ What it does and does not do yet (bench/RESULTS.md runs 22-27, 30): at the defau
 learned to read the sign (0.94 on the test clips) in one run of six, suddenly after ~1,600 steps at a plateau;
 other random draws of the batches, 6000 steps, half random strings (runs 23-24) or minimal pairs in every batch
 (`--pairs`, run 27) stayed on the plateau. At `--frame-size 224` (the glyphs twice as large, about two patches
-a character) the sign was read in every try (run 30: seeds 0 and 1, 0.94 each; the subtitle 0.58-0.64): use
+a character) the sign was read in every try (run 30: seeds 0-2, 0.94 each; the subtitle 0.58-0.69): use
 224 here AND in the SFT that starts from it (`learn_cavsr.py --read-steps 3000 --frame-size 224`).
 `OUT/reading_check.json` says whether a given run reads. The SFT started from a base that reads keeps part of
 it: sign and subtitle 0.72 / 0.75 in the transcripts (run 26, 112 px, SFT at `--lr 1e-3`), 0.69 / 0.72 (run 31,
