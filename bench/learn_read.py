@@ -104,11 +104,16 @@ def reading_specs(contents: set[str] | None = None, seed: int = 0) -> list:
     return specs
 
 
-def render_sample(spec, rng: random.Random, frame_size: int) -> np.ndarray:
-    """Two uint8 frames [2, S, S, 3] of `spec` under a fresh random variation (drawn at 224 px, resized)."""
+def varied(spec, rng: random.Random):
+    """`spec` under a fresh random variation (cue position, tint, font size)."""
     from avcot.synth_data import random_variation
 
-    return render_spec(replace(spec, variation=random_variation(rng)), frame_size)
+    return replace(spec, variation=random_variation(rng))
+
+
+def render_sample(spec, rng: random.Random, frame_size: int) -> np.ndarray:
+    """Two uint8 frames [2, S, S, 3] of `spec` under a fresh random variation (drawn at 224 px, resized)."""
+    return render_spec(varied(spec, rng), frame_size)
 
 
 def render_spec(spec, frame_size: int) -> np.ndarray:
@@ -124,9 +129,7 @@ def render_spec(spec, frame_size: int) -> np.ndarray:
 def minimal_pair(spec, rng: random.Random) -> list:
     """`spec` and its competitor's on-screen text, both under one fresh random variation: the two pictures differ
     in the one glyph only."""
-    from avcot.synth_data import random_variation
-
-    shown = replace(spec, variation=random_variation(rng))
+    shown = varied(spec, rng)
     return [shown, replace(shown, screen_text=competitor_text(shown))]
 
 
@@ -156,11 +159,8 @@ def batch_specs(specs: list, rng: random.Random, size: int, random_text: float, 
                 pairs: bool = False) -> list:
     """The `size` specs of one batch, each under a fresh random variation: drawn independently, or (`pairs`) as
     `size // 2` minimal pairs (an odd size adds one independent draw)."""
-    from avcot.synth_data import random_variation
-
     if not pairs:
-        return [replace(s, variation=random_variation(rng))
-                for s in (sample_spec(specs, rng, random_text, pool) for _ in range(size))]
+        return [varied(s, rng) for s in (sample_spec(specs, rng, random_text, pool) for _ in range(size))]
     drawn = [s for _ in range(size // 2) for s in minimal_pair(sample_spec(specs, rng, random_text, pool), rng)]
     return drawn + batch_specs(specs, rng, size % 2, random_text, pool)
 
