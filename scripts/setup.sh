@@ -24,6 +24,14 @@ stamp=.venv/.avcot-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing avcot[dev] into .venv (first run downloads several GB)"
+  # The stack is ~8 GB in .venv; pip's wheel cache would hold a second copy.
+  # CI once failed with 'No space left on device' mid-install, so skip the
+  # cache and say up front when the disk is too small to finish.
+  free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((10 * 1024 * 1024)) ]; then
+    echo "[setup] warning: only $((free_kb / 1024)) MB free here; the install needs about 10 GB" >&2
+  fi
+  export PIP_NO_CACHE_DIR=1
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
