@@ -263,15 +263,31 @@ def freeze_encoders(model) -> None:
         tower.eval()
 
 
-def train_encoders(model) -> None:
-    """Make the audio and vision towers trainable (and put them in train mode).
+TOWER_NAMES = {"audio": ("audio_tower",), "vision": ("visual",)}
+"""`train_towers` values that name one tower -> that tower's attribute on the thinker's inner model."""
+
+
+def trained_towers(train_towers: bool | str) -> tuple[str, ...]:
+    """The towers `train_towers` trains: True = both, "audio" / "vision" = that one, False = none (ValueError
+    for anything else)."""
+    if isinstance(train_towers, bool):
+        return ENCODERS if train_towers else ()
+    if train_towers not in TOWER_NAMES:
+        raise ValueError(f"train_towers must be true, false, 'audio' or 'vision', not {train_towers!r}")
+    return TOWER_NAMES[train_towers]
+
+
+def train_encoders(model, names: tuple[str, ...] = ENCODERS) -> None:
+    """Make the towers `names` (default: audio and vision) trainable and put them in train mode.
 
     Only for random-init models (the embedded tiny thinker): their towers have never been pretrained, so
     frozen they cannot learn to hear or read; training them stands in for the pretraining the papers'
-    frozen encoders had. Never set on a released checkpoint.
+    frozen encoders had. One tower alone is for a model whose other tower had its own pre-training already
+    (bench/learn_read.py teaches the vision tower to read; the SFT after it may keep that tower as it is).
+    Never set on a released checkpoint.
     """
     inner = model.model
-    for name in ENCODERS:
+    for name in names:
         tower = getattr(inner, name)
         tower.requires_grad_(True)
         tower.train()

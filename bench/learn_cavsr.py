@@ -22,7 +22,8 @@
    and/or `transcript` (the plain transcript with the plain instruction: the paper's "w/o AV-CoT" ablation),
    same data, steps and seeds, into OUT/<target>/. The random-init towers train too (`train_towers`;
    departure, on purpose: both papers freeze PRETRAINED encoders; random-init frozen towers cannot learn to
-   hear unheard voices or read text, see bench/RESULTS.md runs 5-6; `--no-train-towers` freezes them).
+   hear unheard voices or read text, see bench/RESULTS.md runs 5-6; `--train-towers none` freezes them, and
+   `--train-towers audio` keeps the vision tower of a `--base` that learned to read as it is).
 5. Evaluate each run's `checkpoints/model-last` with `avcot.eval` (true / black / random video and audio
    only), plus a "competitor video" condition (each clip gets the fresh picture of the OTHER word in the
    same template and cue: a model that reads the picture then writes the competitor) and per-cue outcome
@@ -31,6 +32,7 @@
 6. Optional (`--grpo-steps N`): GRPO on top of the AV-CoT model (`configs/learn_cavsr_grpo.yaml`, the
    transcription GRPO neither paper runs) with rollouts on `--rl-renders` fresh renderings of the trained
    contents, scored like step 5 as `avcot+grpo`, with the reward curve (bench/learn_cavsr_grpo.py).
+   `--grpo-target transcript` runs it on the plain-transcript model instead (reward CER alone; `transcript+grpo`).
 
 `--text-renders N` adds N more renderings of every sign and subtitle content to the training set (reading
 practice for the one differing character; the scene cue is read from colour and icon already). `--read-steps N`
@@ -66,7 +68,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
 from bench.learn_fit import common_args, finish_job, fit, settings_argv, start_job  # noqa: E402
-from bench.learn_cavsr_grpo import GRPO_RUN, grpo_args, latest_metrics, reward_curve  # noqa: E402
+from bench.learn_cavsr_grpo import GRPO_TARGETS, grpo_args, grpo_dir, grpo_run, latest_metrics, reward_curve  # noqa: E402
 from bench.learn_cavsr_data import (  # noqa: E402, F401  (the data steps are this script's API too)
     CUE_LABEL, avcot_trace, competitor_video_rows, generate_set, of_trained_contents, parse_voices, read_rows,
     split, usable_rows, write_manifest)
@@ -114,8 +116,9 @@ class BenchSettings:
     jobs: int = 0
     """Targets trained at the same time, each in its own process: 0 = auto (2 when both targets train on a CPU
     with 2+ cores), 1 = one after the other."""
-    train_towers: bool = True
-    """Train the (random-init) audio and vision towers too; False freezes them as the papers do."""
+    train_towers: str = "both"
+    """Which (random-init) towers train too: 'both', 'audio' (the vision tower stays as --base has it, e.g. after
+    a reading pre-training), 'vision', or 'none' (frozen, as the papers do)."""
     target: str = "both"
     """Training target(s): 'avcot' (the trace), 'transcript' (w/o AV-CoT) or 'both' (same budget each)."""
     stage: str = "all"
@@ -133,6 +136,8 @@ class BenchSettings:
     grpo_steps: int = 0
     """GRPO steps on top of the AV-CoT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
     grpo_lr: float = 1e-3
+    grpo_target: str = "avcot"
+    """The SFT model GRPO starts from: 'avcot' (reward CER + format) or 'transcript' (CER alone)."""
     grpo_prompts: int = 4
     """Prompts per GRPO step (each sampled G = 4 times)."""
     rl_renders: int = 1
@@ -145,6 +150,10 @@ class BenchSettings:
         return ("avcot", "transcript") if self.target == "both" else (self.target,)
 
 
+TOWERS_CONFIG = {"both": "true", "none": "false", "audio": "audio", "vision": "vision"}
+"""`--train-towers` -> the SFT module's `train_towers` value."""
+
+
 def cli_args(settings: BenchSettings, target: str) -> list[str]:
     """`avcot.cli fit` arguments: configs/learn_cavsr.yaml with this run's data, target, budget and device."""
     out = Path(settings.out)
@@ -152,7 +161,7 @@ def cli_args(settings: BenchSettings, target: str) -> list[str]:
             "--model.init_args.base", settings.base,
             "--model.init_args.lr", str(settings.lr),
             "--model.init_args.warmup_steps", str(settings.warmup),
-            "--model.init_args.train_towers", str(settings.train_towers).lower(),
+            "--model.init_args.train_towers", TOWERS_CONFIG[settings.train_towers],
             "--data.init_args.train_manifest", str(out / "train.jsonl"),
             "--data.init_args.target", target,
             "--data.init_args.batch_size", str(settings.batch_size)]
@@ -167,7 +176,7 @@ def train(settings: BenchSettings, target: str) -> tuple[Path, float]:
 def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, target: str, name: str,
              ablations: tuple[str, ...], adapter: Path | None = None):
     """The real eval path (python -m avcot.eval cavsr) on one trained model (+ a LoRA adapter), into
-    OUT/<target>/<name>; the prompt is the trace's unless `target` is 'transcript'."""
+    OUT/<target>/<name>; the prompt is the trace's unless `target` is 'transcript' (or its GRPO run's)."""
     from avcot.eval.cavsr import CavsrEvalSettings, run_cavsr
     from avcot.eval.runner import ModelSpec
 
@@ -175,7 +184,7 @@ def evaluate(model_dir: Path, manifest: Path, settings: BenchSettings, target: s
         ModelSpec(ckpt=str(model_dir), device=settings.device)
     return run_cavsr(CavsrEvalSettings(
         data=str(manifest), out=str(Path(settings.out) / target / name),
-        prompt="transcript" if target == "transcript" else "avcot", model=model, ablations=ablations,
+        prompt="transcript" if target.startswith("transcript") else "avcot", model=model, ablations=ablations,
         batch_size=8, max_new_tokens=settings.max_new_tokens, num_frames=settings.num_frames,
         frame_size=settings.frame_size, seed=settings.seed))
 
@@ -237,19 +246,21 @@ def scored(preds: list, test_rows: list[dict]) -> dict:
 
 
 def grpo_stage(settings: BenchSettings, model_dir: Path, test_rows: list[dict]) -> dict:
-    """GRPO on OUT/rl.jsonl from the AV-CoT model, then the five conditions; its results.json entry."""
-    root = Path(settings.out) / "avcot_grpo"
+    """GRPO on OUT/rl.jsonl from the --grpo-target SFT model, then the five conditions; its results.json entry."""
+    name = grpo_dir(settings.grpo_target)
+    root = Path(settings.out) / name
     adapter = root / "checkpoints" / "adapter-last"
     seconds = fit(grpo_args(settings, model_dir), adapter)
-    preds = evaluate_all(model_dir, settings, "avcot_grpo", test_rows, adapter)
+    preds = evaluate_all(model_dir, settings, name, test_rows, adapter)
     return {"model": str(adapter), "train_seconds": seconds, **scored(preds, test_rows),
             "reward_curve": reward_curve(latest_metrics(root))}
 
 
 def run(settings: BenchSettings) -> dict:
     """Generate, train each target through the CLI, evaluate it; returns (and writes) results.json, summary.md."""
-    if settings.grpo_steps and "avcot" not in settings.targets:
-        raise SystemExit("--grpo-steps trains on top of the AV-CoT model: use --target avcot or both")
+    if settings.grpo_steps and settings.grpo_target not in settings.targets:
+        raise SystemExit(f"--grpo-steps trains on top of the {settings.grpo_target} model: use --target "
+                         f"{settings.grpo_target} or both")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     if settings.stage == "grpo":
@@ -278,13 +289,13 @@ def run(settings: BenchSettings) -> dict:
 
 
 def target_run(settings: BenchSettings, target: str, test_rows: list[dict]) -> dict:
-    """Train one target, evaluate it in the five conditions (then GRPO on the AV-CoT model with --grpo-steps);
-    its results.json `runs` entries."""
+    """Train one target, evaluate it in the five conditions (then GRPO on it with --grpo-steps, when it is the
+    --grpo-target); its results.json `runs` entries."""
     model_dir, train_s = train(settings, target)
     preds = evaluate_all(model_dir, settings, target, test_rows)
     runs = {target: {"model": str(model_dir), "train_seconds": train_s, **scored(preds, test_rows)}}
-    if target == "avcot" and settings.grpo_steps:
-        runs[GRPO_RUN] = grpo_stage(settings, model_dir, test_rows)
+    if target == settings.grpo_target and settings.grpo_steps:
+        runs[grpo_run(target)] = grpo_stage(settings, model_dir, test_rows)
     return runs
 
 
@@ -305,7 +316,9 @@ def train_targets(settings: BenchSettings, test_rows: list[dict]) -> dict:
     threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
     torch.set_num_threads(threads)
     child = replace(settings, target="transcript", stage="target", jobs=1, threads=threads, read_steps=0,
-                    grpo_steps=0)  # the reading and GRPO stages run once, in this process
+                    grpo_steps=0)  # the reading stage runs once, in this process
+    if settings.grpo_target == "transcript":  # GRPO runs where its SFT model trains
+        child, settings = replace(child, grpo_steps=settings.grpo_steps), replace(settings, grpo_steps=0)
     log, result = Path(settings.out) / "transcript" / "log.txt", target_result(child)
     result.unlink(missing_ok=True)
     job = start_job([sys.executable, str(Path(__file__).resolve()), *settings_argv(child)], log)
@@ -358,19 +371,19 @@ def write_summary(out: Path, summary: dict) -> dict:
 
 
 def grpo_again(settings: BenchSettings) -> dict:
-    """`--stage grpo`: GRPO (again) on the AV-CoT model of the run whose results.json is in OUT, e.g. with another
-    --grpo-lr; an earlier GRPO entry stays in the table as '<name> (earlier)'."""
-    out = Path(settings.out)
+    """`--stage grpo`: GRPO (again) on the --grpo-target SFT model of the run whose results.json is in OUT, e.g.
+    with another --grpo-lr; an earlier GRPO entry stays in the table as '<name> (earlier)'."""
+    out, target = Path(settings.out), settings.grpo_target
     summary = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
-    if "avcot" not in summary.get("runs", {}):
-        raise SystemExit(f"--stage grpo needs {out / 'results.json'} of an earlier run that trained --target avcot")
+    if target not in summary.get("runs", {}):
+        raise SystemExit(f"--stage grpo needs {out / 'results.json'} of an earlier run that trained --target {target}")
     if not settings.grpo_steps or not (out / "rl.jsonl").is_file():
         raise SystemExit(f"--stage grpo needs --grpo-steps N and {out / 'rl.jsonl'} (written by a data stage "
                          "run with --grpo-steps)")
-    runs = summary["runs"]
-    if GRPO_RUN in runs:
-        runs[f"{GRPO_RUN} (earlier)"] = runs.pop(GRPO_RUN)
-    runs[GRPO_RUN] = grpo_stage(settings, Path(runs["avcot"]["model"]), read_rows(out / "test.jsonl"))
+    runs, name = summary["runs"], grpo_run(target)
+    if name in runs:
+        runs[f"{name} (earlier)"] = runs.pop(name)
+    runs[name] = grpo_stage(settings, Path(runs[target]["model"]), read_rows(out / "test.jsonl"))
     summary["command"] += "; then `" + " ".join(sys.argv) + "`"
     summary["grpo_settings"] = asdict(settings)
     return write_summary(out, summary)
@@ -427,8 +440,12 @@ def parser() -> argparse.ArgumentParser:
                          "its processor files (save_pretrained of both)")
     ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")
-    ap.add_argument("--train-towers", action=argparse.BooleanOptionalAction, default=defaults.train_towers,
-                    help="train the random-init audio and vision towers too (default; --no-train-towers freezes them)")
+    ap.add_argument("--grpo-target", choices=GRPO_TARGETS, default=defaults.grpo_target,
+                    help="the SFT model GRPO starts from: the AV-CoT one (reward CER + format) or the plain-transcript "
+                         "one (CER alone)")
+    ap.add_argument("--train-towers", choices=tuple(TOWERS_CONFIG), default=defaults.train_towers,
+                    help="which random-init towers train too ('audio' keeps a --base's reading vision tower as it "
+                         "is; 'none' freezes both)")
     return ap
 
 

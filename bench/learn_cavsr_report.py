@@ -2,7 +2,7 @@
 rates per condition and cue, summary.md and the verdict on the chain of thought."""
 from __future__ import annotations
 
-from bench.learn_cavsr_grpo import GRPO_RUN, curve_line, grpo_verdict
+from bench.learn_cavsr_grpo import curve_line, grpo_run, grpo_targets_of, grpo_verdict
 
 VISUAL_CUES = ("background", "subtitle", "scene")
 
@@ -50,8 +50,8 @@ def summary_table(summary: dict) -> str:
             per_cue = " / ".join(f"{o[c]['word']:.2f}" for c in cues if c in o)
             lines.append(f"| {target} | {cond} | {cer:.3f} | {o['all']['word']:.2f} | {o['all']['competitor']:.2f} | "
                          f"{o['all']['frame']:.2f} | {per_cue} |")
-    grpo = summary["runs"].get(GRPO_RUN)
-    extra = ["", curve_line(grpo["reward_curve"]), "", grpo_verdict(summary["runs"])] if grpo else []
+    extra = [line for t in grpo_targets_of(summary["runs"]) for line in (
+        "", curve_line(summary["runs"][grpo_run(t)]["reward_curve"], t), "", grpo_verdict(summary["runs"], t))]
     return "\n".join(lines + ["", cot_verdict(summary["runs"]), *extra]) + "\n"
 
 

@@ -99,9 +99,11 @@ def check_finetune(finetune: str, *, adapter: str | None, quantization: str, dty
                          "dtype: float32 and compute in bf16 with the trainer's precision: bf16-mixed")
 
 
-def check_train_towers(train_towers: bool, *, finetune: str, encoder_cache_dir: str | None) -> None:
+def check_train_towers(train_towers: bool | str, *, finetune: str, encoder_cache_dir: str | None) -> None:
     """Refuse `train_towers` with settings that would leave the towers untrained (ValueError naming them)."""
-    if not train_towers:
+    from avcot.model import trained_towers
+
+    if not trained_towers(train_towers):
         return
     if finetune != "full":
         raise ValueError("train_towers trains the towers' own weights: set finetune: full")
@@ -130,7 +132,7 @@ class SFTModule(L.LightningModule):
         fast_loss: bool = False,
         lm_checkpointing: bool = False,
         encoder_cache_dir: str | None = None,
-        train_towers: bool = False,
+        train_towers: bool | Literal["audio", "vision"] = False,
     ):
         """
         Args:
@@ -157,11 +159,12 @@ class SFTModule(L.LightningModule):
             encoder_cache_dir: Directory of an on-disk cache of frozen audio/vision tower outputs keyed by media
                 hash + tower fingerprint, reused across epochs; None disables it. A relative path is taken
                 under the trainer's default_root_dir, so the cache moves with the run's other outputs.
-            train_towers: Train the audio and vision towers too (finetune "full" only). Exists for random-init
-                models (base "tiny", e.g. bench/learn_cavsr.py): towers never pretrained cannot learn to hear or
-                read while frozen. Both papers freeze their pretrained towers: leave it off for real checkpoints.
-                Needs encoder_cache_dir off (cached outputs carry no gradient); with fast_loss the towers run
-                with gradients in the fast path.
+            train_towers: Train the audio and vision towers too (finetune "full" only); "audio" or "vision" trains
+                that tower alone. Exists for random-init models (base "tiny", e.g. bench/learn_cavsr.py): towers
+                never pretrained cannot learn to hear or read while frozen; "audio" keeps a vision tower that a
+                reading pre-training (bench/learn_read.py) taught to read as it is. Both papers freeze their
+                pretrained towers: leave it off for real checkpoints. Needs encoder_cache_dir off (cached outputs
+                carry no gradient); with fast_loss the towers run with gradients in the fast path.
         """
         super().__init__()
         check_finetune(finetune, adapter=adapter, quantization=quantization, dtype=dtype)
@@ -198,9 +201,9 @@ class SFTModule(L.LightningModule):
             if hp.finetune == "full":
                 train_language_model(model, train_lm_head=self.lora.train_lm_head)
                 if hp.train_towers:
-                    from avcot.model import train_encoders
+                    from avcot.model import train_encoders, trained_towers
 
-                    train_encoders(model)
+                    train_encoders(model, trained_towers(hp.train_towers))
             elif hp.adapter:
                 model = load_adapter(model, hp.adapter, trainable=True)
             else:
@@ -270,7 +273,7 @@ class SFTModule(L.LightningModule):
                 rank_zero_info("encoder cache: media keys are hashed in the training step; the DataModule's "
                                "hash_media: true hashes them in the DataLoader workers instead")
             feats = self.encoder_cache.features(self.model, batch.inputs, keys)
-        return sft_loss(self.model, batch.inputs, feats, towers_grad=self.hparams.train_towers)
+        return sft_loss(self.model, batch.inputs, feats, towers_grad=bool(self.hparams.train_towers))
 
     def training_step(self, batch: Batch | None, batch_idx: int):
         if batch is None:  # every row of the batch was rejected (skip mode)

@@ -132,8 +132,13 @@ def test_cli_args_train_the_recipe_with_this_runs_data_target_and_budget(tmp_pat
     assert cfg.model.init_args.train_towers is True and cfg.model.init_args.lr == 1e-3
     assert cfg.model.init_args.seed == 4 and cfg.seed_everything == 4
     assert cfg.model.init_args.base == "tiny"  # the embedded init unless --base names a checkpoint
-    other = learn.cli_args(learn.BenchSettings(out=str(tmp_path), base=str(tmp_path / "init")), "avcot")
-    assert cli_main(other[1:], run=False).config.model.init_args.base == str(tmp_path / "init")
+    other = learn.cli_args(learn.BenchSettings(out=str(tmp_path), base=str(tmp_path / "init"), train_towers="audio"),
+                           "avcot")
+    other_cfg = cli_main(other[1:], run=False).config
+    assert other_cfg.model.init_args.base == str(tmp_path / "init")
+    assert other_cfg.model.init_args.train_towers == "audio"  # the vision tower stays as the base has it
+    frozen = learn.cli_args(learn.BenchSettings(out=str(tmp_path), train_towers="none"), "avcot")
+    assert cli_main(frozen[1:], run=False).config.model.init_args.train_towers is False
 
 
 def test_parse_voices():
@@ -146,10 +151,10 @@ def test_parse_voices():
 def test_a_child_job_gets_exactly_the_settings_back_from_its_command_line():
     from bench.learn_fit import settings_argv
 
-    settings = learn.BenchSettings(out="/tmp/x", voices="", pairs="gongshi", lr=1e-3, train_towers=False,
+    settings = learn.BenchSettings(out="/tmp/x", voices="", pairs="gongshi", lr=1e-3, train_towers="audio",
                                    target="transcript", stage="target", jobs=1, threads=1, base="/m")
     assert learn.BenchSettings(**vars(learn.parser().parse_args(settings_argv(settings)))) == settings
-    assert "--no-train-towers" in settings_argv(settings)
+    assert "--train-towers audio" in " ".join(settings_argv(settings))
 
 
 def test_two_jobs_only_when_both_targets_train_on_a_multicore_cpu(monkeypatch):
@@ -163,7 +168,8 @@ def test_two_jobs_only_when_both_targets_train_on_a_multicore_cpu(monkeypatch):
     assert learn.job_count(learn.BenchSettings(out="")) == 1
 
 
-def test_two_jobs_train_the_transcript_target_in_a_child_beside_the_avcot_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("grpo_target", ["avcot", "transcript"])
+def test_two_jobs_train_the_transcript_target_in_a_child_beside_the_avcot_run(tmp_path, monkeypatch, grpo_target):
     import json
 
     from bench import learn_fit
@@ -179,18 +185,22 @@ def test_two_jobs_train_the_transcript_target_in_a_child_beside_the_avcot_run(tm
         return learn_fit.start_job([sys.executable, "-c", code], log)
 
     monkeypatch.setattr(learn, "start_job", child)
-    monkeypatch.setattr(learn, "target_run", lambda s, t, rows: {t: {"threads": learn.torch.get_num_threads()}})
+    monkeypatch.setattr(learn, "target_run", lambda s, t, rows: {t: {"threads": learn.torch.get_num_threads(),
+                                                                      "grpo_steps": s.grpo_steps}})
     before = learn.torch.get_num_threads()
     try:
         runs = learn.train_targets(learn.BenchSettings(out=str(tmp_path), read_steps=5, base="/read",
-                                                          grpo_steps=3), [])
+                                                          grpo_steps=3, grpo_target=grpo_target), [])
     finally:
         learn.torch.set_num_threads(before)
     assert list(runs) == ["avcot", "transcript"] and runs["transcript"] == {"cer": 0.5}
     assert runs["avcot"]["threads"] == 2  # half of the 4 cores here, half in the child
     assert seen["script"].endswith("learn_cavsr.py")
+    # read once, by the parent; GRPO where its SFT model trains
+    assert runs["avcot"]["grpo_steps"] == (3 if grpo_target == "avcot" else 0)
     assert seen["settings"] == learn.BenchSettings(out=str(tmp_path), target="transcript", stage="target", jobs=1,
-                                                   threads=2, base="/read")  # read once, by the parent
+                                                   threads=2, base="/read", grpo_target=grpo_target,
+                                                   grpo_steps=3 if grpo_target == "transcript" else 0)
     assert (tmp_path / "transcript" / "log.txt").read_text(encoding="utf-8") == "done\n"
     assert json.loads((tmp_path / "transcript" / "run.json").read_text(encoding="utf-8"))
 

@@ -48,12 +48,12 @@ def test_latest_metrics_takes_the_newest_version_by_number(tmp_path):
         stage.latest_metrics(tmp_path / "none")
 
 
-def _runs(word_sft: float, word_rl: float, n: int = 108) -> dict:
+def _runs(word_sft: float, word_rl: float, n: int = 108, target: str = "avcot") -> dict:
     def one(word: float) -> dict:
         rates = {"n": n, "competitor": 0.3, "frame": 1.0}
         return {"outcomes": {"true": {"all": dict(rates, word=word)}, "random": {"all": dict(rates, word=0.5)}}}
 
-    return {"avcot": one(word_sft), stage.GRPO_RUN: one(word_rl)}
+    return {target: one(word_sft), stage.grpo_run(target): one(word_rl)}
 
 
 @pytest.mark.parametrize("sft, rl, words", [
@@ -77,6 +77,14 @@ def test_grpo_verdict_is_empty_without_a_grpo_run():
     assert stage.grpo_verdict({"avcot": {}}) == ""
 
 
+def test_grpo_verdict_of_the_transcript_model_compares_it_with_its_own_sft_run():
+    runs = _runs(0.50, 0.75, target="transcript") | {"avcot": _runs(0.9, 0.9)["avcot"]}
+    assert stage.grpo_targets_of(runs) == ["transcript"]
+    text = stage.grpo_verdict(runs, "transcript")
+    assert text.startswith("GRPO vs SFT (transcript): true-video word accuracy 0.50 -> 0.75")
+    assert stage.grpo_verdict(runs) == ""  # no AV-CoT GRPO run here
+
+
 def test_grpo_args_start_from_the_avcot_model_on_the_rl_clips(tmp_path):
     from avcot.cli import main as cli_main
 
@@ -88,6 +96,19 @@ def test_grpo_args_start_from_the_avcot_model_on_the_rl_clips(tmp_path):
     assert list(m.rewards) == ["avcot.rewards.cer_reward", "avcot.rewards.avcot_format_reward"]
     assert (m.clip_eps, m.beta, m.temperature) == (0.2, 0.01, 1.0)
     assert d.train_manifest == str(tmp_path / "rl.jsonl") and d.batch_size == 2 and d.target == "avcot"
+
+
+def test_grpo_on_the_transcript_model_uses_its_completions_and_the_cer_reward_alone(tmp_path):
+    from avcot.cli import main as cli_main
+
+    settings = learn.BenchSettings(out=str(tmp_path), grpo_steps=9, grpo_target="transcript")
+    cfg = cli_main(stage.grpo_args(settings, tmp_path / "transcript" / "m")[1:], run=False).config
+    assert cfg.trainer.default_root_dir == str(tmp_path / "transcript_grpo")
+    m, d = cfg.model.init_args, cfg.data.init_args
+    assert m.base == str(tmp_path / "transcript" / "m") and d.target == "transcript"
+    assert list(m.rewards) == ["avcot.rewards.cer_reward"] and list(m.reward_weights) == [1.0]
+    with pytest.raises(SystemExit, match="--target transcript or both"):
+        learn.run(learn.BenchSettings(out=str(tmp_path), target="avcot", grpo_steps=5, grpo_target="transcript"))
 
 
 def test_grpo_needs_the_avcot_target_and_its_rl_manifest(tmp_path):
@@ -113,6 +134,11 @@ def test_summary_table_adds_the_reward_curve_and_the_grpo_verdict():
     assert any(line.startswith(f"| {stage.GRPO_RUN} | true | 0.050 | 0.80 |") for line in lines)
     assert any(line.startswith("GRPO reward") and "steps 0-9: 1.700" in line for line in lines)
     assert any(line.startswith("GRPO vs SFT (AV-CoT): true-video word accuracy 0.60 -> 0.80") for line in lines)
+    runs["transcript"], runs["transcript+grpo"] = one(0.5), dict(one(0.7), reward_curve=[
+        {"first_step": 0, "last_step": 9, "reward": 0.9}])
+    lines = learn.summary_table(summary).splitlines()
+    assert any(line.startswith("GRPO reward (CER, max 1)") and "0.900" in line for line in lines)
+    assert any(line.startswith("GRPO vs SFT (transcript): true-video word accuracy 0.50 -> 0.70") for line in lines)
 
 
 def test_stage_grpo_reruns_grpo_on_the_earlier_avcot_model_and_keeps_the_earlier_entry(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""`train_towers` (for random-init models): a full fit moves the audio and vision towers too; off, they stay put;
+"""`train_towers` (for random-init models): a full fit moves the audio and vision towers too, or the one tower it
+names ("audio" / "vision"); off, they stay put;
 the fast loss gives the stock loss and the towers' stock gradients; settings that would leave the towers under
 no_grad are refused."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datamodules.cavsr import CavsrDataModule
 from lit_modules.sft import SFTModule
 
 
-def _tower_weights_after_fit(tmp_path: Path, train_towers: bool) -> tuple[dict, dict]:
+def _tower_weights_after_fit(tmp_path: Path, train_towers: bool | str) -> tuple[dict, dict]:
     module = SFTModule(finetune="full", lr=1e-3, train_towers=train_towers)
     module.configure_model()
     towers = {n: p for n, p in module.model.named_parameters() if "audio_tower" in n or "visual" in n}
@@ -29,21 +30,33 @@ def _tower_weights_after_fit(tmp_path: Path, train_towers: bool) -> tuple[dict, 
     return before, {n: p.detach() for n, p in towers.items()}
 
 
-@pytest.mark.parametrize("train_towers", [True, False])
-def test_train_towers_decides_whether_both_towers_move(tmp_path, train_towers):
+@pytest.mark.parametrize("train_towers, moving", [
+    (True, {"audio_tower", "visual"}), (False, set()), ("audio", {"audio_tower"}), ("vision", {"visual"}),
+])
+def test_train_towers_decides_which_towers_move(tmp_path, train_towers, moving):
     before, after = _tower_weights_after_fit(tmp_path, train_towers)
     for tower in ("audio_tower", "visual"):
         moved = [n for n in before if tower in n and not before[n].equal(after[n])]
-        assert bool(moved) == train_towers, (tower, len(moved))
+        assert bool(moved) == (tower in moving), (tower, len(moved))
+
+
+def test_train_towers_names_a_tower_or_is_a_bool():
+    from avcot.model import trained_towers
+
+    assert trained_towers(True) == ("audio_tower", "visual") and trained_towers(False) == ()
+    assert trained_towers("vision") == ("visual",)
+    with pytest.raises(ValueError, match="'audio' or 'vision'"):
+        trained_towers("video")
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(finetune="lora"), "finetune: full"),
     (dict(finetune="full", encoder_cache_dir="cache"), "encoder_cache_dir: null"),
 ])
-def test_train_towers_refuses_settings_that_keep_the_towers_frozen(kwargs, match):
+@pytest.mark.parametrize("towers", [True, "audio"])
+def test_train_towers_refuses_settings_that_keep_the_towers_frozen(kwargs, match, towers):
     with pytest.raises(ValueError, match=match):
-        SFTModule(train_towers=True, **kwargs)
+        SFTModule(train_towers=towers, **kwargs)
 
 
 def _tower_grads(module: SFTModule, batch) -> tuple[float, dict[str, torch.Tensor]]:
