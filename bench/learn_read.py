@@ -76,6 +76,9 @@ class ReadSettings:
     pairs: bool = False
     """Minimal pairs: each batch holds half as many specs, each beside its competitor's rendering under the SAME
     variation (position, tint, font size), so two pictures that differ in one glyph ask for two texts."""
+    subtitle_share: float = 0.0
+    """Share of the drawn samples that are subtitle contents (0 = draw every content alike, about half); the
+    subtitle, a whole sentence in a smaller font, is read later than the sign (bench/RESULTS.md run 30)."""
     log_every: int = 50
 
 
@@ -102,6 +105,23 @@ def reading_specs(contents: set[str] | None = None, seed: int = 0) -> list:
     if not specs:
         raise ValueError("no sign or subtitle content to read: the training set has none")
     return specs
+
+
+def weighted_specs(specs: list, subtitle_share: float) -> list:
+    """`specs` with the subtitle ones repeated so that a uniform draw picks a subtitle content with probability
+    about `subtitle_share` (0 = `specs` as they are). ValueError when it cannot: a share outside [0, 1) or no
+    subtitle content to weight."""
+    if not subtitle_share:
+        return specs
+    subtitles = [s for s in specs if s.cue == "subtitle"]
+    others = [s for s in specs if s.cue != "subtitle"]
+    if not 0 < subtitle_share < 1 or not subtitles:
+        raise ValueError(f"subtitle_share {subtitle_share} needs a value in (0, 1) and subtitle contents "
+                         f"({len(subtitles)} here)")
+    if not others:
+        return specs
+    copies = max(1, round(subtitle_share / (1 - subtitle_share) * len(others) / len(subtitles)))
+    return others + subtitles * copies
 
 
 def varied(spec, rng: random.Random):
@@ -230,14 +250,14 @@ def train_reading(settings: ReadSettings, specs: list, progress: bool = True) ->
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, settings.warmup, settings.steps))
     out.mkdir(parents=True, exist_ok=True)
-    pool = char_pool(specs)
+    pool, drawn = char_pool(specs), weighted_specs(specs, settings.subtitle_share)
     with open(out / "loss.csv", "w", newline="", encoding="utf-8") as f, \
             tqdm(range(settings.steps), desc="reading", disable=not progress) as bar:
         log = csv.writer(f)
         log.writerow(["step", "loss", "seconds"])
         t0 = time.monotonic()
         for step in bar:
-            batch = move_batch(reading_batch(processor, specs, rng, settings.batch_size, settings.frame_size,
+            batch = move_batch(reading_batch(processor, drawn, rng, settings.batch_size, settings.frame_size,
                                              settings.random_text, pool, settings.pairs), device, torch.float32)
             loss = model(**model_inputs(batch)).loss
             opt.zero_grad()
@@ -273,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-text", type=float, default=d.random_text,
                     help="share of samples showing a random string of the trained characters")
     ap.add_argument("--pairs", action="store_true", help="batches of minimal pairs (same picture, one glyph apart)")
+    ap.add_argument("--subtitle-share", type=float, default=d.subtitle_share,
+                    help="share of samples drawn from the subtitle contents (0 = every content alike)")
     args = ap.parse_args(argv)
     print(train_reading(ReadSettings(**vars(args)), reading_specs(seed=args.seed)).model)
     return 0

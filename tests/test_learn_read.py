@@ -154,3 +154,17 @@ def test_learn_cavsr_read_stage_reads_only_trained_contents_and_becomes_the_base
     assert new.base == record["model"] == str(tmp_path / "read" / "model") and record["steps"] == 1
     assert (tmp_path / "read" / "model" / "config.json").is_file() and record["final_loss"] > 0
     assert set(record["reading_check"]) == {one.cue}
+
+
+def test_subtitle_share_weights_the_draw_towards_subtitles():
+    specs = read.reading_specs()
+    assert read.weighted_specs(specs, 0.0) is specs  # the default draws every content alike
+    rng = random.Random(0)
+    drawn = read.weighted_specs(specs, 0.75)
+    share = sum(rng.choice(drawn).cue == "subtitle" for _ in range(4000)) / 4000
+    assert abs(share - 0.75) < 0.03, share
+    assert {s.id for s in drawn} == {s.id for s in specs}  # nothing dropped, nothing new
+    with pytest.raises(ValueError, match=r"needs a value in \(0, 1\)"):
+        read.weighted_specs(specs, 1.0)
+    with pytest.raises(ValueError, match="0 here"):
+        read.weighted_specs([s for s in specs if s.cue != "subtitle"], 0.5)
