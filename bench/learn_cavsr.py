@@ -73,9 +73,8 @@ from bench.learn_cavsr_data import (  # noqa: E402, F401  (the data steps are th
     CUE_LABEL, avcot_trace, competitor_video_rows, generate_set, of_trained_contents, parse_voices, read_rows,
     split, usable_rows, write_manifest)
 from bench.learn_cavsr_report import (  # noqa: E402, F401  (summary_table etc. are this script's API too)
-    VISUAL_CUES, breakdown, cot_verdict, outcome, summary_table)
+    READ_CUES, VISUAL_CUES, breakdown, cot_verdict, outcome, perception, summary_table)
 
-TEXT_CUES = ("background", "subtitle")  # the cues whose word is read, not recognised by colour and icon
 
 
 @dataclass(frozen=True)
@@ -213,7 +212,7 @@ def make_data(settings: BenchSettings) -> tuple[list[dict], list[dict], list[dic
     else:
         train_rows, test_rows = split(rows, settings)
     if settings.text_renders:  # another seed again: new variations of the text cues, never a test clip
-        extra = generate_set(settings, "synth_text", settings.seed + 2000, settings.text_renders, TEXT_CUES)
+        extra = generate_set(settings, "synth_text", settings.seed + 2000, settings.text_renders, READ_CUES)
         train_rows = train_rows + of_trained_contents(usable_rows(extra), train_rows)
     if settings.grpo_steps:  # the GRPO rollouts' clips: a third seed, fresh pictures of trained contents
         rl = usable_rows(generate_set(settings, "synth_rl", settings.seed + 3000, settings.rl_renders))
@@ -242,7 +241,9 @@ def scored(preds: list, test_rows: list[dict]) -> dict:
     """CER per condition and the outcome breakdown of one model's predictions."""
     from avcot.eval.metrics import cer_by_ablation
 
-    return {"cer": {s.name: s.cer for s in cer_by_ablation(preds)}, "outcomes": breakdown(preds, test_rows)}
+    seen = perception(preds, test_rows)
+    return {"cer": {s.name: s.cer for s in cer_by_ablation(preds)}, "outcomes": breakdown(preds, test_rows),
+            **({"perception": seen} if seen else {})}
 
 
 def grpo_stage(settings: BenchSettings, model_dir: Path, test_rows: list[dict]) -> dict:

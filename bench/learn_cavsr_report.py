@@ -3,6 +3,7 @@ rates per condition and cue, summary.md and the verdict on the chain of thought.
 from __future__ import annotations
 
 from bench.learn_cavsr_grpo import curve_line, grpo_run, grpo_targets_of, grpo_verdict
+from bench.learn_read import READ_CUES  # the cues whose word is read from on-screen text
 
 VISUAL_CUES = ("background", "subtitle", "scene")
 
@@ -18,6 +19,39 @@ def outcome(hypothesis: str, row: dict) -> dict[str, bool]:
 
     return {"word": row["target"] in hypothesis, "competitor": row["competitor"] in hypothesis,
             "frame": blank(hypothesis) == blank(row["text"]), "exact": hypothesis == row["text"]}
+
+
+def word_named(text: str, row: dict) -> str:
+    """Which of the row's two words `text` names: 'target', 'competitor', or 'neither' (none or both)."""
+    has_t, has_c = row["target"] in text, row["competitor"] in text
+    return "target" if has_t and not has_c else "competitor" if has_c and not has_t else "neither"
+
+
+def perception(preds, rows: list[dict]) -> dict[str, int] | None:
+    """True-video AV-CoT outputs on sign and subtitle clips (whose Visual Cues line quotes the on-screen text): n,
+    how often that line names the spoken word (`read`), and how often the transcription names the same word as
+    that line (`agree`). None when no such output has a Visual Cues section (a plain-transcript model). Tells a
+    wrong reading from a right reading lost later."""
+    from avcot.traces import parse_avcot
+
+    by_id, n, read, agree = {r["id"]: r for r in rows}, 0, 0, 0
+    for p in preds:
+        trace = parse_avcot(p.output) if p.ablation == "true" and by_id[p.id]["cue"] in READ_CUES else None
+        if trace is None or not trace.visual_cues.strip():
+            continue
+        row = by_id[p.id]
+        seen = word_named(trace.visual_cues, row)
+        n, read = n + 1, read + (seen == "target")
+        agree += seen != "neither" and word_named(p.hypothesis, row) == seen
+    return {"n": n, "read": read, "agree": agree} if n else None
+
+
+def perception_line(target: str, counts: dict[str, int]) -> str:
+    """The `perception` counts of one run as a sentence for summary.md."""
+    return (f"{target}, true video, sign and subtitle clips: the Visual Cues line names the spoken word in "
+            f"{counts['read']} of {counts['n']}, and the transcription names the word that line names in "
+            f"{counts['agree']} (when they agree, a wrong homophone is a wrong reading, not a right reading lost in "
+            "the reasoning).")
 
 
 def breakdown(preds, rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
@@ -52,7 +86,8 @@ def summary_table(summary: dict) -> str:
                          f"{o['all']['frame']:.2f} | {per_cue} |")
     extra = [line for t in grpo_targets_of(summary["runs"]) for line in (
         "", curve_line(summary["runs"][grpo_run(t)]["reward_curve"], t), "", grpo_verdict(summary["runs"], t))]
-    return "\n".join(lines + ["", cot_verdict(summary["runs"]), *extra]) + "\n"
+    seen = [perception_line(t, r["perception"]) for t, r in summary["runs"].items() if r.get("perception")]
+    return "\n".join(lines + ["", cot_verdict(summary["runs"]), *extra, *(["", *seen] if seen else [])]) + "\n"
 
 
 def read_line(summary: dict) -> str:

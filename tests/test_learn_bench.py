@@ -52,7 +52,37 @@ def test_extra_renderings_keep_only_trained_contents_and_text_cues_are_the_read_
     extra = learn.usable_rows([dict(_row("p-s0", "公式", "公示", "subtitle"), id="x1"),
                                dict(_row("p-s1", "公式", "公示", "subtitle"), id="x2")])  # a content not trained on
     assert [r["id"] for r in learn.of_trained_contents(extra, train)] == ["x1"]
-    assert set(learn.TEXT_CUES) < set(learn.VISUAL_CUES) and "scene" not in learn.TEXT_CUES
+    assert set(learn.READ_CUES) < set(learn.VISUAL_CUES) and "scene" not in learn.READ_CUES
+
+
+def _pred(pid: str, output: str, hypothesis: str, ablation: str = "true"):
+    from avcot.eval.metrics import CavsrPrediction
+
+    return CavsrPrediction(id=pid, ablation=ablation, reference="", output=output, hypothesis=hypothesis,
+                           substitutions=0, deletions=0, insertions=0, ref_len=1)
+
+
+def test_perception_tells_a_wrong_reading_from_a_right_one_lost_in_the_answer():
+    from avcot.traces import AVCoTTrace, render_avcot
+
+    def said(seen: str, written: str) -> str:
+        return render_avcot(AVCoTTrace(f"背景文字：农贸{seen}", "shi4 chang3", f"支持“{seen}”", f"{written}里面人很多"))
+
+    rows = [dict(_row("shichang-s1", "市场", "试场", cue), id=str(i))
+            for i, cue in enumerate(["background", "background", "subtitle", "scene", "background"])]
+    preds = [_pred("0", said("市场", "市场"), "市场里面人很多"),  # read right, answered right
+             _pred("1", said("试场", "试场"), "试场里面人很多"),  # read wrong, answered as read
+             _pred("2", said("市场", "试场"), "试场里面人很多"),  # read right, lost on the way
+             _pred("3", said("市场", "市场"), "市场里面人很多"),  # scene: its line describes, does not quote
+             _pred("4", said("试场", "试场"), "试场里面人很多", ablation="random")]  # only the true video counts
+    assert learn.perception(preds, rows) == {"n": 3, "read": 2, "agree": 2}
+    assert learn.perception([_pred("0", "市场里面人很多", "市场里面人很多")], rows) is None  # a plain transcript
+    summary = {"date": "d", "command": "c", "machine": "m", "clips_train": 1, "clips_test": 1, "total_seconds": 1,
+               "runs": {"avcot": {"train_seconds": 1, "cer": {"true": 0.1}, "perception": {"n": 3, "read": 2,
+                                                                                          "agree": 2},
+                                  "outcomes": {"true": {"all": {"word": 0.5, "competitor": 0.5, "frame": 1.0}}}}}}
+    assert "names the spoken word in 2 of 3, and the transcription names the word that line names in 2" in \
+        learn.summary_table(summary)
 
 
 def test_outcome_separates_word_competitor_and_frame():
