@@ -133,7 +133,7 @@ class BenchSettings:
     """Reading pre-training steps before the SFT runs (bench/learn_read.py: fresh sign/subtitle frames of the
     trained contents, target = the on-screen text); 0 = none. The SFT runs then start from OUT/read/model."""
     grpo_steps: int = 0
-    """GRPO steps on top of the AV-CoT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
+    """GRPO steps on top of the --grpo-target SFT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
     grpo_lr: float = 1e-3
     grpo_target: str = "avcot"
     """The SFT model GRPO starts from: 'avcot' (reward CER + format) or 'transcript' (CER alone)."""
@@ -407,7 +407,7 @@ NUMBER_HELP = {
     "test_fraction": "held-out share of groups for the content/context/sentence splits",
     "lr": "peak learning rate",
     "read_steps": "reading pre-training steps before SFT (bench/learn_read.py; 0 = none)",
-    "grpo_steps": "GRPO steps on top of the AV-CoT model (0 = no GRPO stage)",
+    "grpo_steps": "GRPO steps on top of the --grpo-target SFT model (0 = no GRPO stage)",
     "grpo_prompts": "GRPO prompts per step (each sampled G = 4 times)",
     "rl_renders": "fresh renderings of every trained content for the GRPO rollouts",
     "grpo_lr": "GRPO learning rate",

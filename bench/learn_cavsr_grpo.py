@@ -13,7 +13,8 @@ while the random-video accuracy and the carrier sentence held.
 `--grpo-target transcript` runs the same GRPO on the plain-transcript (w/o AV-CoT) SFT model instead, with the
 CER reward alone (a transcript has no sections to check). Why: an AV-CoT completion is ~120 tokens and its CER
 turns on the one or two tokens of the homophone, so each advantage is spread thin over the rest (RESULTS.md
-run 29); a transcript is ~10 tokens, so the same reward lands on far fewer.
+run 29); a transcript is ~10 tokens, so the same reward lands on far fewer. It did not help either (runs 32-33):
+the AV-CoT model's wrong homophones are wrong readings that its answer follows (run 34), not answers to fix.
 """
 from __future__ import annotations
 
