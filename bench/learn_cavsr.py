@@ -123,8 +123,9 @@ class BenchSettings:
     stage: str = "all"
     """'all' (generate, train, evaluate), 'data' (generate and write the manifests only), 'train' (train and
     evaluate on the manifests an earlier 'data' run wrote), 'grpo' (GRPO again on the AV-CoT model of an
-    earlier run in OUT, e.g. with another --grpo-lr) or 'target' (train and evaluate the one --target on OUT's
-    manifests into OUT/<target>/run.json only: what a second job runs)."""
+    earlier run in OUT, e.g. with another --grpo-lr), 'target' (train and evaluate the one --target on OUT's
+    manifests into OUT/<target>/run.json only: what a second job runs) or 'eval' (score the trained model --base
+    as --target on OUT's test manifests only)."""
     config: str = str(ROOT / "configs" / "learn_cavsr.yaml")
     """The training recipe run through avcot.cli (the flags above override its values)."""
     base: str = "tiny"
@@ -268,6 +269,8 @@ def run(settings: BenchSettings) -> dict:
         return grpo_again(settings)
     if settings.stage == "target":
         return target_stage(settings)
+    if settings.stage == "eval":
+        return eval_stage(settings)
     t0 = time.monotonic()
     rows, train_rows, test_rows = reuse_data(settings) if settings.stage == "train" else make_data(settings)
     if settings.stage == "data":
@@ -346,6 +349,25 @@ def target_stage(settings: BenchSettings) -> dict:
     target_result(settings).parent.mkdir(parents=True, exist_ok=True)
     target_result(settings).write_text(json.dumps(runs, ensure_ascii=False, indent=2), encoding="utf-8")
     return runs
+
+
+def eval_stage(settings: BenchSettings) -> dict:
+    """`--stage eval`: score the trained model --base (with its --target's prompt) in the five conditions on OUT's
+    test manifests, e.g. on more renderings (`--stage data --test-renders 3`) than it was first scored on; writes
+    results.json and summary.md."""
+    out = Path(settings.out)
+    if settings.target == "both" or settings.base == "tiny":
+        raise SystemExit("--stage eval scores one trained model: --target avcot|transcript and --base <its "
+                         "checkpoints/model-last>")
+    if not (out / "test.jsonl").is_file():
+        raise SystemExit(f"--stage eval scores on {out / 'test.jsonl'}: run --stage data first")
+    t0, test_rows = time.monotonic(), read_rows(out / "test.jsonl")
+    preds = evaluate_all(Path(settings.base), settings, settings.target, test_rows)
+    runs = {settings.target: {"model": settings.base, "train_seconds": 0, **scored(preds, test_rows)}}
+    return write_summary(out, {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {torch.get_num_threads()} threads, "
+        f"device {settings.device}", "command": " ".join(sys.argv), "settings": asdict(settings), "clips_train": 0,
+        "clips_test": len(test_rows), "total_seconds": round(time.monotonic() - t0, 1), "runs": runs})
 
 
 def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSettings, dict]:
@@ -428,11 +450,12 @@ def parser() -> argparse.ArgumentParser:
                     help="test on fresh renderings, held-out contents, (template, cue) pairs or templates")
     ap.add_argument("--target", choices=("avcot", "transcript", "both"), default=defaults.target,
                     help="train on the AV-CoT trace, the plain transcript (w/o AV-CoT), or both (same budget)")
-    ap.add_argument("--stage", choices=("all", "data", "train", "grpo", "target"), default=defaults.stage,
+    ap.add_argument("--stage", choices=("all", "data", "train", "grpo", "target", "eval"), default=defaults.stage,
                     help="'data' only writes OUT/train.jsonl and OUT/test.jsonl (for configs/learn_cavsr.yaml); "
                          "'train' trains and evaluates on the ones an earlier 'data' run wrote; 'grpo' runs "
-                         "--grpo-steps of GRPO again on the AV-CoT model of an earlier run in OUT; 'target' trains "
-                         "and evaluates the one --target into OUT/<target>/run.json (a second job's stage)")
+                         "--grpo-steps of GRPO again on the --grpo-target model of an earlier run in OUT; 'target' "
+                         "trains and evaluates the one --target into OUT/<target>/run.json (a second job's stage); "
+                         "'eval' scores the trained model --base as --target on OUT's test manifests")
     ap.add_argument("--config", default=defaults.config, help="training recipe for avcot.cli fit")
     ap.add_argument("--grpo-config", default=defaults.grpo_config, help="GRPO recipe for avcot.cli fit")
     ap.add_argument("--device", default=defaults.device, help="cpu | cuda")

@@ -303,3 +303,30 @@ def test_stage_train_reuses_the_manifests_of_a_data_run_and_names_what_is_missin
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert learn.reuse_data(settings) == (train, train, test)  # --split render: the usable clips are the train set
     assert learn.reuse_data(learn.BenchSettings(out=str(tmp_path), split="content"))[0] == train + test
+
+
+def test_stage_eval_scores_one_trained_model_on_out_test_manifests(tmp_path, monkeypatch):
+    import json
+
+    with pytest.raises(SystemExit, match="--target avcot|transcript and --base"):
+        learn.run(learn.BenchSettings(out=str(tmp_path), stage="eval", base="/m"))  # both targets
+    with pytest.raises(SystemExit, match="--base"):
+        learn.run(learn.BenchSettings(out=str(tmp_path), stage="eval", target="avcot"))  # the random init
+    settings = learn.BenchSettings(out=str(tmp_path), stage="eval", target="transcript", base=str(tmp_path / "m"))
+    with pytest.raises(SystemExit, match="run --stage data first"):
+        learn.run(settings)
+    row = dict(_row("shichang-s1", "市场", "试场", "scene"), id="c0", text="市场里面人很多")
+    (tmp_path / "test.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    seen = []
+
+    def fake_eval(model_dir, s, target, rows, adapter=None):
+        seen.append((model_dir, target, [r["id"] for r in rows]))
+        return [_pred("c0", "市场里面人很多", "市场里面人很多", ablation) for ablation in ("true", "random")]
+
+    monkeypatch.setattr(learn, "evaluate_all", fake_eval)
+    summary = learn.run(settings)
+    assert seen == [(tmp_path / "m", "transcript", ["c0"])]
+    written = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert written["clips_test"] == 1 and written["runs"]["transcript"]["model"] == str(tmp_path / "m")
+    assert summary["runs"]["transcript"]["outcomes"]["true"]["all"]["word"] == 1.0
+    assert "| transcript | true |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
