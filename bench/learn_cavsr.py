@@ -279,17 +279,19 @@ def run(settings: BenchSettings) -> dict:
     if settings.read_steps:
         settings, read = read_stage(settings, train_rows)
     runs = train_targets(settings, test_rows)
-    summary = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.processor()} "
-        f"{torch.get_num_threads()} threads x {job_count(settings)} jobs, device {settings.device}",
-        "command": " ".join(sys.argv),
-        "settings": asdict(settings), "clips_usable": len(rows), "clips_train": len(train_rows),
-        "clips_test": len(test_rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1],
-        "total_seconds": round(time.monotonic() - t0, 1), "runs": runs,
-    }
+    summary = run_record(settings, t0, runs, train_rows, test_rows) | {
+        "clips_usable": len(rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1]}
     if read:
         summary["read"] = read
     return write_summary(Path(settings.out), summary)
+
+
+def run_record(settings: BenchSettings, t0: float, runs: dict, train_rows: list[dict], test_rows: list[dict]) -> dict:
+    """The results.json fields every run has: when, where, how it was called, its clips, seconds since `t0`, runs."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {platform.processor()} "
+            f"{torch.get_num_threads()} threads x {job_count(settings)} jobs, device {settings.device}",
+            "command": " ".join(sys.argv), "settings": asdict(settings), "clips_train": len(train_rows),
+            "clips_test": len(test_rows), "total_seconds": round(time.monotonic() - t0, 1), "runs": runs}
 
 
 def target_run(settings: BenchSettings, target: str, test_rows: list[dict]) -> dict:
@@ -364,10 +366,7 @@ def eval_stage(settings: BenchSettings) -> dict:
     t0, test_rows = time.monotonic(), read_rows(out / "test.jsonl")
     preds = evaluate_all(Path(settings.base), settings, settings.target, test_rows)
     runs = {settings.target: {"model": settings.base, "train_seconds": 0, **scored(preds, test_rows)}}
-    return write_summary(out, {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {torch.get_num_threads()} threads, "
-        f"device {settings.device}", "command": " ".join(sys.argv), "settings": asdict(settings), "clips_train": 0,
-        "clips_test": len(test_rows), "total_seconds": round(time.monotonic() - t0, 1), "runs": runs})
+    return write_summary(out, run_record(settings, t0, runs, [], test_rows))
 
 
 def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSettings, dict]:

@@ -43,9 +43,6 @@ def grpo_dir(target: str) -> str:
     return f"{target}_grpo"
 
 
-GRPO_RUN = grpo_run("avcot")
-"""The default (AV-CoT) GRPO run's name."""
-
 
 def grpo_args(settings, model_dir: Path) -> list[str]:
     """`avcot.cli fit` arguments: configs/learn_cavsr_grpo.yaml on OUT/rl.jsonl, from the SFT model `model_dir` of

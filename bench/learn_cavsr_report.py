@@ -36,10 +36,10 @@ def perception(preds, rows: list[dict]) -> dict[str, int] | None:
 
     by_id, n, read, agree = {r["id"]: r for r in rows}, 0, 0, 0
     for p in preds:
-        trace = parse_avcot(p.output) if p.ablation == "true" and by_id[p.id]["cue"] in READ_CUES else None
+        row = by_id[p.id]
+        trace = parse_avcot(p.output) if p.ablation == "true" and row["cue"] in READ_CUES else None
         if trace is None or not trace.visual_cues.strip():
             continue
-        row = by_id[p.id]
         seen = word_named(trace.visual_cues, row)
         n, read = n + 1, read + (seen == "target")
         agree += seen != "neither" and word_named(p.hypothesis, row) == seen

@@ -18,6 +18,8 @@ if "learn_cavsr" not in sys.modules:
 
 from bench import learn_cavsr_grpo as stage  # noqa: E402
 
+AVCOT_GRPO = stage.grpo_run("avcot")  # the AV-CoT GRPO run's rows in results.json and summary.md
+
 
 def _write_metrics(path: Path, rewards: list[float | None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,12 +128,12 @@ def test_summary_table_adds_the_reward_curve_and_the_grpo_verdict():
         return {"train_seconds": 1, "cer": {"true": 0.05, "random": 0.08},
                 "outcomes": {"true": {"all": rates}, "random": {"all": dict(rates, word=0.5)}}}
 
-    runs = {"avcot": one(0.6), stage.GRPO_RUN: dict(one(0.8), reward_curve=[
+    runs = {"avcot": one(0.6), AVCOT_GRPO: dict(one(0.8), reward_curve=[
         {"first_step": 0, "last_step": 9, "reward": 1.7}])}
     summary = {"date": "d", "command": "c", "machine": "m", "clips_train": 4, "clips_test": 2,
                "total_seconds": 2, "runs": runs}
     lines = learn.summary_table(summary).splitlines()
-    assert any(line.startswith(f"| {stage.GRPO_RUN} | true | 0.050 | 0.80 |") for line in lines)
+    assert any(line.startswith(f"| {AVCOT_GRPO} | true | 0.050 | 0.80 |") for line in lines)
     assert any(line.startswith("GRPO reward") and "steps 0-9: 1.700" in line for line in lines)
     assert any(line.startswith("GRPO vs SFT (AV-CoT): true-video word accuracy 0.60 -> 0.80") for line in lines)
     runs["transcript"], runs["transcript+grpo"] = one(0.5), dict(one(0.7), reward_curve=[
@@ -155,7 +157,7 @@ def test_stage_grpo_reruns_grpo_on_the_earlier_avcot_model_and_keeps_the_earlier
                 "reward_curve": [{"first_step": 0, "last_step": 2, "reward": 1.5}]}
 
     earlier = {"date": "d", "command": "first", "machine": "m", "clips_train": 4, "clips_test": 2,
-               "total_seconds": 2, "runs": {"avcot": entry(0.6), stage.GRPO_RUN: entry(0.5)}}
+               "total_seconds": 2, "runs": {"avcot": entry(0.6), AVCOT_GRPO: entry(0.5)}}
     (tmp_path / "results.json").write_text(json.dumps(earlier), encoding="utf-8")
     (tmp_path / "test.jsonl").write_text('{"id": "t"}\n', encoding="utf-8")
     with pytest.raises(SystemExit, match="rl.jsonl"):
@@ -166,8 +168,8 @@ def test_stage_grpo_reruns_grpo_on_the_earlier_avcot_model_and_keeps_the_earlier
     summary = learn.run(settings)
     assert seen == [(1e-4, tmp_path / "avcot" / "m", [{"id": "t"}])]
     runs = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["runs"]
-    assert runs[stage.GRPO_RUN]["outcomes"]["true"]["all"]["word"] == 0.7
-    assert runs[f"{stage.GRPO_RUN} (earlier)"]["outcomes"]["true"]["all"]["word"] == 0.5
+    assert runs[AVCOT_GRPO]["outcomes"]["true"]["all"]["word"] == 0.7
+    assert runs[f"{AVCOT_GRPO} (earlier)"]["outcomes"]["true"]["all"]["word"] == 0.5
     assert summary["command"].startswith("first; then")
     table = (tmp_path / "summary.md").read_text(encoding="utf-8")
-    assert "true-video word accuracy 0.60 -> 0.70" in table and f"| {stage.GRPO_RUN} (earlier) | true |" in table
+    assert "true-video word accuracy 0.60 -> 0.70" in table and f"| {AVCOT_GRPO} (earlier) | true |" in table
