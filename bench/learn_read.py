@@ -43,6 +43,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +124,10 @@ def weighted_specs(specs: list, subtitle_share: float) -> list:
                          f"({len(subtitles)} here)")
     if not others:
         return specs
-    copies = max(1, round(subtitle_share / (1 - subtitle_share) * len(others) / len(subtitles)))
-    return others + subtitles * copies
+    # subtitles : others = share : (1 - share) per content count, as small whole copies of each (3 : 1 for 0.75
+    # with as many subtitle contents as sign ones); a share under one half repeats the sign contents instead
+    ratio = Fraction(subtitle_share / (1 - subtitle_share) * len(others) / len(subtitles)).limit_denominator(20)
+    return others * ratio.denominator + subtitles * max(1, ratio.numerator)
 
 
 def varied(spec, rng: random.Random):

@@ -164,6 +164,8 @@ def test_subtitle_share_weights_the_draw_towards_subtitles():
     share = sum(rng.choice(drawn).cue == "subtitle" for _ in range(4000)) / 4000
     assert abs(share - 0.75) < 0.03, share
     assert {s.id for s in drawn} == {s.id for s in specs}  # nothing dropped, nothing new
+    fewer = read.weighted_specs(specs, 0.3)  # under one half: the sign contents are the ones repeated
+    assert abs(sum(s.cue == "subtitle" for s in fewer) / len(fewer) - 0.3) < 0.03
     with pytest.raises(ValueError, match=r"needs a value in \(0, 1\)"):
         read.weighted_specs(specs, 1.0)
     with pytest.raises(ValueError, match="0 here"):
