@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
+from bench.learn_read import READ_RECIPE, ReadSettings, read_plan, reading_specs, train_plan  # noqa: E402
 from bench.learn_fit import common_args, finish_job, fit, settings_argv, start_job  # noqa: E402
 from bench.learn_cavsr_grpo import GRPO_TARGETS, grpo_args, grpo_dir, grpo_run, latest_metrics, reward_curve  # noqa: E402
 from bench.learn_cavsr_data import (  # noqa: E402, F401  (the data steps are this script's API too)
@@ -133,6 +134,9 @@ class BenchSettings:
     read_steps: int = 0
     """Reading pre-training steps before the SFT runs (bench/learn_read.py: fresh sign/subtitle frames of the
     trained contents, target = the on-screen text); 0 = none. The SFT runs then start from OUT/read/model."""
+    read_plan: str = ""
+    """A reading curriculum instead of --read-steps: comma-separated stages STEPS[@LR][:SUBTITLE_SHARE], each from
+    the model the one before it left (OUT/read, OUT/read2, ...), e.g. READ_RECIPE (bench/RESULTS.md run 40)."""
     grpo_steps: int = 0
     """GRPO steps on top of the --grpo-target SFT model (0 = no GRPO stage; bench/learn_cavsr_grpo.py)."""
     grpo_lr: float = 1e-3
@@ -271,13 +275,14 @@ def run(settings: BenchSettings) -> dict:
         return target_stage(settings)
     if settings.stage == "eval":
         return eval_stage(settings)
+    stages = reading_stages(settings)  # a bad plan fails here, before minutes of synthesis
     t0 = time.monotonic()
     rows, train_rows, test_rows = reuse_data(settings) if settings.stage == "train" else make_data(settings)
     if settings.stage == "data":
         return {}
     read = None
-    if settings.read_steps:
-        settings, read = read_stage(settings, train_rows)
+    if stages:
+        settings, read = read_stage(settings, stages, train_rows)
     runs = train_targets(settings, test_rows)
     summary = run_record(settings, t0, runs, train_rows, test_rows) | {
         "clips_usable": len(rows), "clips_without_competitor_video": competitor_video_rows(test_rows)[1]}
@@ -322,7 +327,7 @@ def train_targets(settings: BenchSettings, test_rows: list[dict]) -> dict:
     threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
     torch.set_num_threads(threads)
     child = replace(settings, target="transcript", stage="target", jobs=1, threads=threads, read_steps=0,
-                    grpo_steps=0)  # the reading stage runs once, in this process
+                    read_plan="", grpo_steps=0)  # the reading stage runs once, in this process
     if settings.grpo_target == "transcript":  # GRPO runs where its SFT model trains
         child, settings = replace(child, grpo_steps=settings.grpo_steps), replace(settings, grpo_steps=0)
     log, result = Path(settings.out) / "transcript" / "log.txt", target_result(child)
@@ -369,19 +374,26 @@ def eval_stage(settings: BenchSettings) -> dict:
     return write_summary(out, run_record(settings, t0, runs, [], test_rows))
 
 
-def read_stage(settings: BenchSettings, train_rows: list[dict]) -> tuple[BenchSettings, dict]:
-    """Reading pre-training (bench/learn_read.py) on the trained sign/subtitle contents; returns the settings with
-    `base` = its model and the stage's record (model, seconds, last logged loss, reading check) for results.json."""
-    from bench.learn_read import ReadSettings, reading_specs, train_reading
+def reading_stages(settings: BenchSettings) -> list:
+    """The reading stages --read-steps or --read-plan asks for (`bench.learn_read.read_plan`); exits with the
+    plan's error when it does not parse."""
+    try:
+        return read_plan(settings.read_steps, settings.read_plan)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
-    read = ReadSettings(out=str(Path(settings.out) / "read"), steps=settings.read_steps, seed=settings.seed,
-                        base=settings.base, frame_size=settings.frame_size, device=settings.device)
-    t0 = time.monotonic()
-    result = train_reading(read, reading_specs({r["content"] for r in train_rows}, settings.seed))
-    return replace(settings, base=str(result.model)), {"model": str(result.model), "steps": read.steps,
-                                                       "train_seconds": round(time.monotonic() - t0, 1),
-                                                       "final_loss": result.final_loss,
-                                                       "reading_check": result.reading_check}
+
+def read_stage(settings: BenchSettings, stages: list, train_rows: list[dict]) -> tuple[BenchSettings, list[dict]]:
+    """Reading pre-training (bench/learn_read.py) on the trained sign/subtitle contents, stage after stage; returns
+    the settings with `base` = the last stage's model and each stage's record (model, steps, lr, subtitle share,
+    seconds, last logged loss, reading check) for results.json."""
+    read = ReadSettings(out=str(Path(settings.out) / "read"), seed=settings.seed, base=settings.base,
+                        frame_size=settings.frame_size, device=settings.device)
+    done = train_plan(read, stages, reading_specs({r["content"] for r in train_rows}, settings.seed))
+    records = [{"model": str(result.model), **asdict(stage), "train_seconds": seconds,
+                "final_loss": result.final_loss, "reading_check": result.reading_check}
+               for stage, result, seconds in done]
+    return replace(settings, base=records[-1]["model"]), records
 
 
 def write_summary(out: Path, summary: dict) -> dict:
@@ -462,6 +474,9 @@ def parser() -> argparse.ArgumentParser:
                     help="starting weights: 'tiny' (embedded random init) or a thinker checkpoint directory with "
                          "its processor files (save_pretrained of both)")
     ap.add_argument("--pairs", default=defaults.pairs, help="pair keys to generate, e.g. gongshi,shichang ('' = all)")
+    ap.add_argument("--read-plan", default=defaults.read_plan,
+                    help="reading curriculum before the SFT: stages STEPS[@LR][:SUBTITLE_SHARE], comma-separated "
+                         f"(run 40's, bench/RESULTS.md: {READ_RECIPE!r}); instead of --read-steps")
     ap.add_argument("--voices", default=defaults.voices, help="rate:pitch,... shared speakers ('' = random)")
     ap.add_argument("--grpo-target", choices=GRPO_TARGETS, default=defaults.grpo_target,
                     help="the SFT model GRPO starts from: the AV-CoT one (reward CER + format) or the plain-transcript "

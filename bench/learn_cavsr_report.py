@@ -91,14 +91,18 @@ def summary_table(summary: dict) -> str:
 
 
 def read_line(summary: dict) -> str:
-    """' Reading pre-training: ...' when the run had one (--read-steps), else ''."""
+    """' Reading pre-training: ...' when the run had one (--read-steps or --read-plan: one clause a stage), else ''.
+    An earlier results.json holds its one stage as a dict, not a list."""
     read = summary.get("read")
     if not read:
         return ""
-    return (f" Reading pre-training (bench/learn_read.py): {read['steps']} steps, {read['train_seconds']} s, "
-            f"last loss {read['final_loss']:.3f}, reading check (forced choice on fresh renderings, 0.5 = chance) "
-            + ", ".join(f"{cue} {acc:.2f}" for cue, acc in read["reading_check"].items())
-            + "; the SFT runs start from it.")
+    stages = [read] if isinstance(read, dict) else read
+    return " Reading pre-training (bench/learn_read.py): " + "; then ".join(
+        f"{r['steps']} steps" + (f" at lr {r['lr']:g}" if "lr" in r else "")
+        + (f", {r['subtitle_share']:g} subtitles" if r.get("subtitle_share") else "")
+        + f", {r['train_seconds']} s, last loss {r['final_loss']:.3f}, reading check (forced choice on fresh "
+        "renderings, 0.5 = chance) " + ", ".join(f"{cue} {acc:.2f}" for cue, acc in r["reading_check"].items())
+        for r in stages) + "; the SFT runs start from it."
 
 
 def cot_verdict(runs: dict) -> str:

@@ -55,6 +55,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
 READ_INSTRUCTION = "读出画面中的文字。"
 READ_CUES = ("background", "subtitle")
 RENDER_SIZE = (224, 224)  # the size bench/learn_cavsr.py writes its clips at
+# The reading curriculum of the best CAVSR run (bench/RESULTS.md run 40), at --frame-size 224: the sign first,
+# then three quarters subtitles, then both cues (learn_cavsr.py --read-plan); a fourth, subtitle-weighted stage
+# read better but did not carry into the SFT's transcripts (run 41)
+READ_RECIPE = "3000,3000@1e-3:0.75,3000@1e-3"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,58 @@ class ReadResult:
     final_loss: float
     reading_check: dict[str, float]
     """`reading_check` per cue on fresh renderings (another seed); 0.5 is chance."""
+
+
+@dataclass(frozen=True)
+class ReadStage:
+    """One stage of a reading curriculum (`read_plan`): its steps, peak learning rate and subtitle share."""
+
+    steps: int
+    lr: float = ReadSettings.lr
+    subtitle_share: float = 0.0
+
+
+def read_plan(read_steps: int = 0, plan: str = "") -> list[ReadStage]:
+    """The reading stages of learn_cavsr's `--read-steps N` (one stage of N steps at the default learning rate) or
+    `--read-plan PLAN`: comma-separated stages `STEPS[@LR][:SUBTITLE_SHARE]`, each trained from the model the
+    one before it left, e.g. '3000,3000@1e-3:0.75'. [] when neither is given; ValueError naming the stage that
+    does not parse, or when both are given."""
+    if read_steps and plan:
+        raise ValueError(f"--read-steps {read_steps} is the plan '{read_steps}': give --read-steps or --read-plan, "
+                         "not both")
+    if not plan:
+        return [ReadStage(read_steps)] if read_steps else []
+    stages = []
+    for i, text in enumerate(plan.split(","), 1):
+        head, _, share = text.strip().partition(":")
+        steps, _, lr = head.partition("@")
+        try:
+            stage = ReadStage(int(steps), float(lr) if lr else ReadStage.lr, float(share) if share else 0.0)
+        except ValueError:
+            raise ValueError(f"reading plan {plan!r}: stage {i} ({text!r}) is not STEPS[@LR][:SUBTITLE_SHARE]") \
+                from None
+        if stage.steps < 1 or stage.lr <= 0 or not 0 <= stage.subtitle_share < 1:
+            raise ValueError(f"reading plan {plan!r}: stage {i} ({text!r}) needs steps >= 1, a learning rate > 0 "
+                             "and a subtitle share in [0, 1)")
+        stages.append(stage)
+    return stages
+
+
+def train_plan(settings: ReadSettings, stages: list[ReadStage], specs: list,
+               progress: bool = True) -> list[tuple[ReadStage, ReadResult, float]]:
+    """Train the `stages` one after the other, each from the model the one before it saved (the first from
+    `settings.base`): stage 1 into `settings.out`, stage k into `settings.out` + k (OUT/read, OUT/read2, ...).
+    Stage k draws with seed `settings.seed + k - 1`, so each stage sees renderings the others did not (in runs
+    35-41, run by hand, every stage drew the seed-0 stream). Each stage's (stage, result, seconds)."""
+    done, base = [], settings.base
+    for k, stage in enumerate(stages, 1):
+        t0 = time.monotonic()
+        result = train_reading(replace(settings, out=settings.out + (str(k) if k > 1 else ""), base=base,
+                                       seed=settings.seed + k - 1, steps=stage.steps, lr=stage.lr,
+                                       subtitle_share=stage.subtitle_share), specs, progress)
+        done.append((stage, result, round(time.monotonic() - t0, 1)))
+        base = str(result.model)
+    return done
 
 
 def reading_specs(contents: set[str] | None = None, seed: int = 0) -> list:

@@ -219,14 +219,14 @@ def test_two_jobs_train_the_transcript_target_in_a_child_beside_the_avcot_run(tm
                                                                       "grpo_steps": s.grpo_steps}})
     before = learn.torch.get_num_threads()
     try:
-        runs = learn.train_targets(learn.BenchSettings(out=str(tmp_path), read_steps=5, base="/read",
+        runs = learn.train_targets(learn.BenchSettings(out=str(tmp_path), read_steps=5, read_plan="5", base="/read",
                                                           grpo_steps=3, grpo_target=grpo_target), [])
     finally:
         learn.torch.set_num_threads(before)
     assert list(runs) == ["avcot", "transcript"] and runs["transcript"] == {"cer": 0.5}
     assert runs["avcot"]["threads"] == 2  # half of the 4 cores here, half in the child
     assert seen["script"].endswith("learn_cavsr.py")
-    # read once, by the parent; GRPO where its SFT model trains
+    # read once, by the parent (either flag: the child gets neither); GRPO where its SFT model trains
     assert runs["avcot"]["grpo_steps"] == (3 if grpo_target == "avcot" else 0)
     assert seen["settings"] == learn.BenchSettings(out=str(tmp_path), target="transcript", stage="target", jobs=1,
                                                    threads=2, base="/read", grpo_target=grpo_target,
@@ -267,9 +267,10 @@ def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition
 
     settings = learn.BenchSettings(out=str(tmp_path), renders=1, pairs="gongshi", steps=2, warmup=1,
                                    max_new_tokens=8, workers=2, batch_size=4, grpo_steps=2, grpo_prompts=2,
-                                   read_steps=2, jobs=2)  # the transcript target in a child process
+                                   read_plan="1,1@1e-3:0.5", jobs=2)  # the transcript target in a child process
     summary = learn.run(settings)
-    assert summary["settings"]["base"] == summary["read"]["model"] == str(tmp_path / "read" / "model")
+    assert [r["model"] for r in summary["read"]] == [str(tmp_path / d / "model") for d in ("read", "read2")]
+    assert summary["settings"]["base"] == summary["read"][-1]["model"]  # the SFT starts from the last stage
     assert summary["clips_train"] == summary["clips_test"] == 12  # 2 templates x 2 words x 3 cues
     assert len(learn.read_rows(tmp_path / "rl.jsonl")) == 12  # fresh renderings for the rollouts
     table = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
@@ -289,7 +290,8 @@ def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition
     assert any(line.startswith("AV-CoT vs w/o AV-CoT") for line in table)
     assert any(line.startswith("GRPO reward") for line in table)
     assert any(line.startswith("GRPO vs SFT (AV-CoT)") for line in table)
-    assert any("Reading pre-training (bench/learn_read.py): 2 steps" in line for line in table)
+    assert any("Reading pre-training (bench/learn_read.py): 1 steps at lr 0.002, " in line
+               and "; then 1 steps at lr 0.001, 0.5 subtitles, " in line for line in table)
 
 
 def test_stage_train_reuses_the_manifests_of_a_data_run_and_names_what_is_missing(tmp_path):

@@ -138,22 +138,82 @@ def test_training_moves_the_vision_tower_and_saves_a_loadable_base(tmp_path):
     assert result.reading_check == check and result.final_loss == float(log[-1].split(",")[1])
 
 
-def test_learn_cavsr_read_stage_reads_only_trained_contents_and_becomes_the_base(tmp_path, monkeypatch):
+def load_learn_cavsr(monkeypatch):
     spec = importlib.util.spec_from_file_location("learn_cavsr", ROOT / "bench" / "learn_cavsr.py")
     learn = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "learn_cavsr", learn)
     spec.loader.exec_module(learn)
+    return learn
+
+
+def test_learn_cavsr_read_stage_reads_only_trained_contents_and_becomes_the_base(tmp_path, monkeypatch):
+    learn = load_learn_cavsr(monkeypatch)
     seen = []
     real = read.train_reading
-    monkeypatch.setattr(read, "train_reading", lambda s, specs, **kw: seen.extend(specs) or real(s, specs, **kw))
+    monkeypatch.setattr(read, "train_reading", lambda s, specs, *a: seen.extend(specs) or real(s, specs, *a))
     one = read.reading_specs()[0]
     rows = [{"content": f"{one.sentence_id}|{one.target}|{one.cue}"}, {"content": "other-s9|x|scene"}]
     settings = learn.BenchSettings(out=str(tmp_path), read_steps=1, frame_size=56)
-    new, record = learn.read_stage(settings, rows)
+    new, [record] = learn.read_stage(settings, learn.reading_stages(settings), rows)
     assert [s.id for s in seen] == [one.id]
     assert new.base == record["model"] == str(tmp_path / "read" / "model") and record["steps"] == 1
     assert (tmp_path / "read" / "model" / "config.json").is_file() and record["final_loss"] > 0
     assert set(record["reading_check"]) == {one.cue}
+    assert record["lr"] == read.ReadSettings.lr and record["subtitle_share"] == 0
+
+
+def test_read_plan_parses_each_stage_and_names_the_one_that_does_not():
+    assert read.read_plan(0, "") == [] and read.read_plan(3000) == [read.ReadStage(3000)]
+    assert read.read_plan(plan="3000, 200@1e-3:0.75,5:0.5") == [
+        read.ReadStage(3000, read.ReadSettings.lr, 0.0), read.ReadStage(200, 1e-3, 0.75), read.ReadStage(5, 2e-3, 0.5)]
+    assert read.read_plan(plan=read.READ_RECIPE) == [  # run 40's three stages (bench/RESULTS.md)
+        read.ReadStage(3000, 2e-3, 0.0), read.ReadStage(3000, 1e-3, 0.75), read.ReadStage(3000, 1e-3, 0.0)]
+    with pytest.raises(ValueError, match=r"stage 2 \('x@1e-3'\) is not STEPS"):
+        read.read_plan(plan="10,x@1e-3")
+    with pytest.raises(ValueError, match=r"stage 1 \('10:1.5'\) needs steps >= 1"):
+        read.read_plan(plan="10:1.5")
+    with pytest.raises(ValueError, match="stage 3"):
+        read.read_plan(plan="1,1,0")
+    with pytest.raises(ValueError, match="not both"):
+        read.read_plan(5, "10")
+
+
+def test_a_plan_trains_each_stage_from_the_last_ones_model_with_its_own_draws(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(settings, specs, progress=True):  # what each stage would train, and a model it would leave
+        calls.append(settings)
+        return read.ReadResult(Path(settings.out) / "model", 0.5, {"background": 1.0})
+
+    monkeypatch.setattr(read, "train_reading", fake)
+    first = read.ReadSettings(out=str(tmp_path / "read"), base="tiny", seed=7, frame_size=56)
+    done = read.train_plan(first, read.read_plan(plan="3,2@1e-3:0.75"), read.reading_specs()[:2])
+    assert [s.out for s in calls] == [str(tmp_path / "read"), str(tmp_path / "read2")]
+    assert [s.base for s in calls] == ["tiny", str(tmp_path / "read" / "model")]  # stage 2 from stage 1's model
+    assert [(s.steps, s.lr, s.subtitle_share, s.seed) for s in calls] == [(3, 2e-3, 0.0, 7), (2, 1e-3, 0.75, 8)]
+    assert [stage.steps for stage, _, _ in done] == [3, 2] and all(secs >= 0 for _, _, secs in done)
+
+
+def test_learn_cavsr_refuses_a_bad_plan_before_generating_anything(tmp_path, monkeypatch):
+    learn = load_learn_cavsr(monkeypatch)
+    monkeypatch.setattr(learn, "make_data", lambda s: pytest.fail("synthesised before checking the plan"))
+    with pytest.raises(SystemExit, match=r"stage 2 \('3000@fast'\)"):
+        learn.run(learn.BenchSettings(out=str(tmp_path), read_plan="3000,3000@fast"))
+    with pytest.raises(SystemExit, match="not both"):
+        learn.main(["--out", str(tmp_path), "--read-steps", "5", "--read-plan", "5"])
+
+
+def test_the_summary_names_every_reading_stage():
+    from bench.learn_cavsr_report import read_line
+
+    stage = {"model": "m", "steps": 3000, "train_seconds": 800.0, "final_loss": 0.02,
+             "reading_check": {"background": 0.97, "subtitle": 0.86}}
+    old = read_line({"read": stage})  # a results.json from before --read-plan: its one stage as a dict
+    assert "3000 steps, 800.0 s, last loss 0.020" in old and "subtitle 0.86" in old
+    two = read_line({"read": [stage | {"lr": 2e-3, "subtitle_share": 0.0},
+                              stage | {"steps": 500, "lr": 1e-3, "subtitle_share": 0.75}]})
+    assert "3000 steps at lr 0.002, 800.0 s" in two and "; then 500 steps at lr 0.001, 0.75 subtitles, " in two
+    assert read_line({}) == ""
 
 
 def test_subtitle_share_weights_the_draw_towards_subtitles():
