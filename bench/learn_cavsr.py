@@ -37,7 +37,8 @@
 `--text-renders N` adds N more renderings of every sign and subtitle content to the training set (reading
 practice for the one differing character; the scene cue is read from colour and icon already). `--read-steps N`
 first pre-trains the thinker to read the trained sign and subtitle texts on N batches of fresh in-memory frames
-(bench/learn_read.py, standing in for the papers' pretrained vision encoder) and starts the SFT runs from it.
+(bench/learn_read.py, standing in for the papers' pretrained vision encoder) and starts the SFT runs from it;
+`--read-plan` runs several such stages one after the other (e.g. `bench.learn_read.READ_RECIPE`, run 40's).
 
 Split (departure from a plain split by sentence, on purpose). The default `--split render` tests
 on FRESH renderings (another seed: new cue position, tint and font size; the voice is one of the
