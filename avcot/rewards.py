@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,3 +249,13 @@ def combine_rewards(funcs_with_weights: Sequence[tuple[RewardFunc, float]], comp
         per_func[key] = values
         total = [t + weight * v for t, v in zip(total, values)]
     return total, per_func
+
+
+def format_valid_rate(completions: Sequence[Any], per_func: Mapping[str, Sequence[float]]) -> float:
+    """Share of `completions` in the run's answer format: full marks on its first reward named '*format*'
+    (`combine_rewards`' per-reward values; e.g. the AV-CoT trace of transcription GRPO), or the
+    <think>/<answer> format of `format_reward` when the run scores no format."""
+    values = next((v for name, v in per_func.items() if "format" in name), None)
+    if values is None:
+        values = format_reward(completions)
+    return sum(v >= 1.0 for v in values) / max(len(values), 1)

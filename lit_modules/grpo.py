@@ -58,7 +58,7 @@ from avcot.model import LoraSettings, apply_lora, freeze_encoders, load_adapter,
 from avcot.processor import load_processor
 from avcot.reference import ReferenceKind, add_reference_adapter, describe_reference, reference_weights
 from avcot.records import Generation
-from avcot.rewards import RewardInputs, combine_rewards, format_reward, resolve_reward
+from avcot.rewards import RewardInputs, combine_rewards, format_valid_rate, resolve_reward
 from avcot.rollout import (
     Rollout,
     RolloutEngine,
@@ -342,7 +342,7 @@ class GRPOModule(L.LightningModule):
         logs = {"reward/mean": rewards.mean(), "reward/std": rewards.std(),
                 "advantage/std": advantages.float().std(), "kl": st.kl_mean, "clip_fraction": st.clip_fraction,
                 "loss": st.loss, "policy_loss": st.policy_loss, "ratio/max": st.ratio_max,
-                "completion/length": lengths.mean(), "completion/format_valid": sum(format_reward(texts)) / len(texts),
+                "completion/length": lengths.mean(), "completion/format_valid": format_valid_rate(texts, per_func),
                 "tokens_per_s/rollout": rollout.num_tokens / max(rollout_s, 1e-9),
                 "tokens_per_s/update": h.num_iterations * rollout.num_tokens / max(update_s, 1e-9),
                 "lr": lr}

@@ -19,6 +19,7 @@ from avcot.rewards import (
     count_words,
     cer_reward,
     format_reward,
+    format_valid_rate,
     length_reward,
 )
 
@@ -75,6 +76,20 @@ def test_avcot_format_reward_wants_every_section_filled() -> None:
     no_transcription = whole.rsplit("\n", 1)[0]  # the Transcription header, nothing after it
     completions = [whole, no_reasoning, no_transcription, "他的发言", None, [{"role": "assistant", "content": whole}]]
     assert avcot_format_reward(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_format_valid_rate_counts_the_runs_own_format() -> None:
+    from avcot.traces import AVCoTTrace, render_avcot
+
+    trace = render_avcot(AVCoTTrace(visual_cues="字幕：他的发言", acoustic_pinyin="ta1 de5 fa1 yan2",
+                                    reasoning="画面显示“发言”。", transcription="他的发言"))
+    texts = [trace, trace, "他的发言"]
+    _, per_func = combine_rewards([(cer_reward, 1.0), (avcot_format_reward, 1.0)], texts,
+                                  RewardInputs(references=("他的发言",) * 3))
+    assert format_valid_rate(texts, per_func) == 2 / 3  # AV-CoT traces, not <think>/<answer> (none here)
+    _, per_func = combine_rewards([(cer_reward, 1.0)], texts, RewardInputs(references=("他的发言",) * 3))
+    assert format_valid_rate(texts, per_func) == 0.0  # no format reward: the <think>/<answer> format
+    assert format_valid_rate([GOOD, "x"], {"accuracy_reward": [1.0, 0.0]}) == 0.5
 
 
 def test_count_words() -> None:
