@@ -97,12 +97,13 @@ def read_line(summary: dict) -> str:
     if not read:
         return ""
     stages = [read] if isinstance(read, dict) else read
-    return " Reading pre-training (bench/learn_read.py): " + "; then ".join(
-        f"{r['steps']} steps" + (f" at lr {r['lr']:g}" if "lr" in r else "")
-        + (f", {r['subtitle_share']:g} subtitles" if r.get("subtitle_share") else "")
-        + f", {r['train_seconds']} s, last loss {r['final_loss']:.3f}, reading check (forced choice on fresh "
-        "renderings, 0.5 = chance) " + ", ".join(f"{cue} {acc:.2f}" for cue, acc in r["reading_check"].items())
-        for r in stages) + "; the SFT runs start from it."
+    return (" Reading pre-training (bench/learn_read.py; reading check = forced choice on fresh renderings, 0.5 = "
+            "chance): " + "; then ".join(
+                f"{r['steps']} steps" + (f" at lr {r['lr']:g}" if "lr" in r else "")
+                + (f", {r['subtitle_share']:g} subtitles" if r.get("subtitle_share") else "")
+                + f", {r['train_seconds']} s, last loss {r['final_loss']:.3f}, reading check "
+                + ", ".join(f"{cue} {acc:.2f}" for cue, acc in r["reading_check"].items()) for r in stages)
+            + "; the SFT runs start from it.")
 
 
 def cot_verdict(runs: dict) -> str:

@@ -290,7 +290,7 @@ def test_benchmark_trains_through_the_cli_and_reports_every_target_and_condition
     assert any(line.startswith("AV-CoT vs w/o AV-CoT") for line in table)
     assert any(line.startswith("GRPO reward") for line in table)
     assert any(line.startswith("GRPO vs SFT (AV-CoT)") for line in table)
-    assert any("Reading pre-training (bench/learn_read.py): 1 steps at lr 0.002, " in line
+    assert any("0.5 = chance): 1 steps at lr 0.002, " in line
                and "; then 1 steps at lr 0.001, 0.5 subtitles, " in line for line in table)
 
 
