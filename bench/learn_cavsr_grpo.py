@@ -43,7 +43,6 @@ def grpo_dir(target: str) -> str:
     return f"{target}_grpo"
 
 
-
 def grpo_args(settings, model_dir: Path) -> list[str]:
     """`avcot.cli fit` arguments: configs/learn_cavsr_grpo.yaml on OUT/rl.jsonl, from the SFT model `model_dir` of
     `settings.grpo_target`, with that target's completions (and for 'transcript' the CER reward alone)."""
